@@ -1,0 +1,1 @@
+"""Spoken multiple-choice evaluation: scorer, text-speech gap, ASR cascade, plots (salad-eval)."""

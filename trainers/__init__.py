@@ -1,0 +1,1 @@
+"""Cross-modal distillation (Stage I/II): losses, collator, DistillationTrainer, train entry point."""
