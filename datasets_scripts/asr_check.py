@@ -1,0 +1,109 @@
+"""ASR round-trip check of synthetic speech: transcribe each clip with Whisper, score the character error rate.
+
+CER = jiwer.cer after Whisper's English text normalizer (lower case, punctuation removed, numbers and spellings
+standardized) on both the TTS input text and the transcript. The default model is the embedded Whisper tiny.en
+(`salad_demo.assets.prepare_assets()["whisper"]`); any local WhisperForConditionalGeneration folder works.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections import defaultdict
+
+import numpy as np
+
+
+def default_whisper_path() -> str:
+    try:
+        from salad_demo.assets import prepare_assets
+    except ImportError as err:
+        raise ValueError("No Whisper model given and salad_demo.assets is not available; pass a path to a "
+                         "Whisper model folder (--cer-check PATH)") from err
+    return str(prepare_assets()["whisper"])
+
+
+@functools.lru_cache(maxsize=1)
+def _english_normalizer(model_path: str | None = None):
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    spelling = {}
+    if model_path and os.path.exists(os.path.join(model_path, "normalizer.json")):
+        with open(os.path.join(model_path, "normalizer.json"), encoding="utf-8") as f:
+            spelling = json.load(f)
+    return EnglishTextNormalizer(spelling)
+
+
+def normalize_text(text: str, model_path: str | None = None) -> str:
+    return " ".join(_english_normalizer(model_path)(text or "").split())
+
+
+def character_error_rate(reference: str, hypothesis: str, model_path: str | None = None) -> float:
+    """CER of `hypothesis` against `reference` after normalization (1.0 when the transcript is empty)."""
+    import jiwer
+
+    ref, hyp = normalize_text(reference, model_path), normalize_text(hypothesis, model_path)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    if not hyp:
+        return 1.0
+    return float(jiwer.cer(ref, hyp))
+
+
+class WhisperTranscriber:
+    """Batched greedy Whisper transcription of 16 kHz clips on CPU or GPU (clips over 30 s are cut at 30 s)."""
+
+    def __init__(self, model_path: str | None = None, device: str | None = None, batch_size: int = 8):
+        import torch
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        self.model_path = str(model_path or default_whisper_path())
+        if not os.path.isdir(self.model_path):
+            raise ValueError(f"Whisper model folder not found: {self.model_path!r}")
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.processor = WhisperProcessor.from_pretrained(self.model_path)
+        self.model = WhisperForConditionalGeneration.from_pretrained(self.model_path).to(self.device).eval()
+        self.batch_size = batch_size
+
+    def transcribe(self, clips: list[np.ndarray], sampling_rate: int = 16000) -> list[str]:
+        import torch
+
+        if sampling_rate != 16000:
+            raise ValueError(f"WhisperTranscriber expects 16 kHz clips, got {sampling_rate} Hz")
+        texts: list[str] = []
+        for start in range(0, len(clips), self.batch_size):
+            batch = [np.asarray(c, np.float32) for c in clips[start:start + self.batch_size]]
+            features = self.processor.feature_extractor(batch, sampling_rate=16000, return_tensors="pt")
+            with torch.inference_mode():
+                ids = self.model.generate(features.input_features.to(self.device, self.model.dtype),
+                                          max_new_tokens=200)
+            texts += self.processor.batch_decode(ids, skip_special_tokens=True)
+        return [t.strip() for t in texts]
+
+    def cer(self, clips: list[np.ndarray], references: list[str]) -> list[float]:
+        hypotheses = self.transcribe(clips)
+        return [character_error_rate(r, h, self.model_path) for r, h in zip(references, hypotheses)]
+
+
+def cer_by_group(rows, group_key: str, transcriber: WhisperTranscriber | None = None,
+                 text_key: str = "text", audio_key: str = "audio") -> dict:
+    """Mean CER per group over rows {group_key, text, audio ({"array"} or decodable cell)}; rows that already
+    carry a numeric "cer" are not re-transcribed. Returns {group: {"cer": mean, "count": n}}."""
+    from .span_docs import decode_audio
+
+    per_group: dict = defaultdict(list)
+    pending = []
+    for row in rows:
+        if group_key not in row:
+            raise ValueError(f"Row has no group column {group_key!r} (columns: {sorted(row)})")
+        if row.get("cer") is not None:
+            per_group[row[group_key]].append(float(row["cer"]))
+        elif row.get(audio_key) is not None:
+            pending.append(row)
+    if pending:
+        transcriber = transcriber or WhisperTranscriber()
+        clips = [decode_audio(r[audio_key])["array"] for r in pending]
+        for row, cer in zip(pending, transcriber.cer(clips, [r[text_key] for r in pending])):
+            per_group[row[group_key]].append(cer)
+    return {group: {"cer": float(np.mean(v)), "count": len(v)} for group, v in per_group.items()}

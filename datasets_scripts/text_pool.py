@@ -1,0 +1,238 @@
+"""A broad multi-domain English text pool from packaged corpora (the offline stand-in for FineWeb-Edu, §3.3).
+
+Sources, read in place without installing anything:
+
+* BIG-bench ``task.json`` files from the ``bigbench==1.0.0`` sdist (``tarfile``): ~200 tasks, each a domain.
+* OpenAI ``evals==3.0.1.post1`` wheel ``evals/registry/data/<name>/*.jsonl`` files (``zipfile``): ~600 files.
+
+Get them with ``pip download --no-deps -d .cache/downloads bigbench==1.0.0 evals==3.0.1.post1`` (pip may print
+an error about bleurt's direct URL after saving the bigbench sdist; the tarball is complete). Every text records
+its ``domain`` (``bigbench/<task>[/<subtask>]`` or ``evals/<name>``) and ``source`` (the file inside the archive).
+Evaluation tasks are excluded (``general_knowledge`` by default, plus any names passed in ``exclude``) so the
+selection never trains on a benchmark it is scored on.
+
+Filters keep texts a TTS voice can read: mostly ASCII letters, 5–120 words, no code/markup-heavy lines, deduped.
+A per-domain cap keeps the pool broad rather than dominated by a few huge tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import tarfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+__all__ = ["PoolConfig", "build_text_pool", "iter_bigbench_texts", "iter_evals_texts", "save_pool", "load_pool",
+           "find_download", "DEFAULT_EXCLUDE"]
+
+DEFAULT_EXCLUDE = ("general_knowledge",)
+_WS = re.compile(r"\s+")
+_PREFIX = re.compile(r"^(q|question|input|text|sentence|context)\s*:\s*", re.I)
+_SUFFIX = re.compile(r"\s*(a|answer|output|label)\s*:\s*$", re.I)
+_CODEY = re.compile(r"[{}<>\[\]=_\\|#`~^$@*]")
+
+
+@dataclass
+class PoolConfig:
+    """How to build the packaged pool."""
+
+    bigbench: str | None = field(default=None, metadata={"help": "bigbench-1.0.0.tar.gz path (None: look in "
+                                                                   "the download folders)"})
+    evals: str | None = field(default=None, metadata={"help": "evals-3.0.1.post1 wheel path (None: look)"})
+    exclude: Sequence[str] = field(default=DEFAULT_EXCLUDE, metadata={"help": "task / dataset names to leave out"})
+    max_per_domain: int = field(default=60, metadata={"help": "cap of texts per domain (breadth over size)"})
+    min_words: int = field(default=5, metadata={"help": "shortest text kept, in words"})
+    max_words: int = field(default=120, metadata={"help": "longest text kept, in words"})
+    seed: int = field(default=0, metadata={"help": "seed of the per-domain subsampling"})
+
+
+def find_download(pattern: str, extra_dirs: Iterable[str | os.PathLike] = ()) -> Path | None:
+    """Look for a downloaded archive (glob ``pattern``) in ``extra_dirs``, ``$SALAD_DOWNLOADS``,
+    ``<repo>/.cache/downloads`` and the current folder's ``.cache/downloads``."""
+    dirs = [Path(d) for d in extra_dirs]
+    if os.environ.get("SALAD_DOWNLOADS"):
+        dirs.append(Path(os.environ["SALAD_DOWNLOADS"]))
+    dirs += [Path(__file__).resolve().parents[1] / ".cache" / "downloads", Path.cwd() / ".cache" / "downloads"]
+    for d in dirs:
+        hits = sorted(d.glob(pattern)) if d.is_dir() else []
+        if hits:
+            return hits[-1]
+    return None
+
+
+def clean_text(text: str) -> str:
+    text = _WS.sub(" ", text).strip()
+    text = _PREFIX.sub("", text)
+    return _SUFFIX.sub("", text).strip()
+
+
+def is_speakable(text: str, min_words: int = 5, max_words: int = 120) -> bool:
+    """English prose a TTS voice can read: word count in range, ≥ 85 % ASCII letters/punctuation, little markup."""
+    words = text.split()
+    if not (min_words <= len(words) <= max_words):
+        return False
+    ascii_share = sum(c.isascii() for c in text) / len(text)
+    letters = sum(c.isalpha() for c in text) / len(text)
+    return ascii_share >= 0.98 and letters >= 0.6 and len(_CODEY.findall(text)) <= 2
+
+
+def _answer_of(example: dict) -> str | None:
+    scores = example.get("target_scores")
+    if isinstance(scores, dict) and scores:
+        return max(scores, key=lambda k: scores[k])
+    target = example.get("target")
+    if isinstance(target, list) and target and isinstance(target[0], str):
+        return target[0]
+    return target if isinstance(target, str) else None
+
+
+def _bigbench_text(example: dict) -> str | None:
+    question = example.get("input")
+    if not isinstance(question, str):
+        return None
+    text = clean_text(question)
+    answer = _answer_of(example)
+    if answer and len(answer.split()) <= 12 and answer.replace(" ", "").replace(".", "").isalpha():
+        text = f"{text} {clean_text(answer)}"
+    return text
+
+
+def _excluded(name: str, exclude: set[str]) -> bool:
+    parts = name.split("/")
+    return any("/".join(parts[: i + 1]) in exclude for i in range(len(parts)))
+
+
+def iter_bigbench_texts(tar_path: str | os.PathLike, exclude: Sequence[str] = DEFAULT_EXCLUDE) -> Iterator[dict]:
+    """Yield ``{"text", "domain", "source"}`` from every BIG-bench ``task.json`` in the sdist (streamed)."""
+    exclude_set = set(exclude)
+    marker = "/benchmark_tasks/"
+    with tarfile.open(tar_path, "r|gz") as tar:
+        for member in tar:
+            if not member.isfile() or not member.name.endswith("/task.json") or marker not in member.name:
+                continue
+            task = member.name.split(marker, 1)[1].rsplit("/task.json", 1)[0]
+            if _excluded(task, exclude_set):
+                continue
+            try:
+                data = json.load(tar.extractfile(member))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            for example in data.get("examples", []) if isinstance(data, dict) else []:
+                text = _bigbench_text(example) if isinstance(example, dict) else None
+                if text:
+                    yield {"text": text, "domain": f"bigbench/{task}", "source": member.name.split("/", 1)[1]}
+
+
+def _evals_text(row: dict) -> str | None:
+    value = row.get("input", row.get("question", row.get("prompt")))
+    if isinstance(value, list):
+        parts = [m.get("content") for m in value if isinstance(m, dict) and m.get("role") == "user"]
+        parts = [p for p in parts if isinstance(p, str)]
+        value = " ".join(parts) if parts else None
+    return clean_text(value) if isinstance(value, str) else None
+
+
+def iter_evals_texts(wheel_path: str | os.PathLike, exclude: Sequence[str] = ()) -> Iterator[dict]:
+    """Yield ``{"text", "domain", "source"}`` from the evals wheel's ``registry/data/<name>/*.jsonl`` files."""
+    exclude_set = set(exclude)
+    marker = "evals/registry/data/"
+    with zipfile.ZipFile(wheel_path) as wheel:
+        for name in sorted(wheel.namelist()):
+            if not name.startswith(marker) or not name.endswith(".jsonl"):
+                continue
+            dataset = name[len(marker):].rsplit("/", 1)[0]
+            if _excluded(dataset, exclude_set):
+                continue
+            with wheel.open(name) as fh:
+                for line in fh:
+                    try:
+                        row = json.loads(line)
+                    except (json.JSONDecodeError, UnicodeDecodeError):
+                        continue
+                    text = _evals_text(row) if isinstance(row, dict) else None
+                    if text:
+                        yield {"text": text, "domain": f"evals/{dataset}", "source": name}
+
+
+def _text_id(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def build_text_pool(config: PoolConfig | None = None, **overrides) -> list[dict]:
+    """Build the pool: rows ``{"id", "text", "domain", "source"}``, deduplicated, at most ``max_per_domain`` per
+    domain (seeded uniform subsample), ordered by domain then id. Raises ValueError when no archive is found."""
+    config = config or PoolConfig(**overrides)
+    if config.max_per_domain < 1 or config.min_words < 1 or config.max_words < config.min_words:
+        raise ValueError("max_per_domain, min_words must be >= 1 and max_words >= min_words")
+    bigbench = Path(config.bigbench) if config.bigbench else find_download("bigbench-*.tar.gz")
+    evals = Path(config.evals) if config.evals else find_download("evals-*.whl")
+    streams = []
+    for label, path, reader in (("bigbench", bigbench, iter_bigbench_texts), ("evals", evals, iter_evals_texts)):
+        if path is not None:
+            if not path.is_file():
+                raise ValueError(f"{label} archive {path} does not exist")
+            streams.append(reader(path, config.exclude))
+    if not streams:
+        raise ValueError("no packaged corpus found: run `pip download --no-deps -d .cache/downloads "
+                         "bigbench==1.0.0 evals==3.0.1.post1` or pass PoolConfig(bigbench=..., evals=...)")
+    seen: set[str] = set()
+    by_domain: dict[str, list[dict]] = {}
+    for stream in streams:
+        for row in stream:
+            if not is_speakable(row["text"], config.min_words, config.max_words):
+                continue
+            key = row["text"].lower()
+            if key in seen:
+                continue
+            seen.add(key)
+            by_domain.setdefault(row["domain"], []).append(row)
+    rng = random.Random(config.seed)
+    pool = []
+    for domain in sorted(by_domain):
+        rows = by_domain[domain]
+        if len(rows) > config.max_per_domain:
+            rows = rng.sample(rows, config.max_per_domain)
+        pool.extend({"id": _text_id(r["text"]), **r} for r in sorted(rows, key=lambda r: _text_id(r["text"])))
+    return pool
+
+
+def save_pool(rows: Sequence[dict], path: str | os.PathLike) -> Path:
+    """Write rows as JSONL atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_pool(path: str | os.PathLike, text_field: str = "text") -> list[dict]:
+    """Read a pool: JSONL (``text`` + optional ``domain``/``id``), plain ``.txt`` (one text per line) or a
+    ``datasets`` folder saved with ``save_to_disk``. Returns rows with ``id``, ``text``, ``domain``, ``source``."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"text pool {path} does not exist")
+    if path.is_dir():
+        from datasets import load_from_disk
+
+        raw = list(load_from_disk(str(path)))
+    elif path.suffix == ".txt":
+        raw = [{text_field: line.strip()} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        raw = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for i, row in enumerate(raw):
+        text = row.get(text_field)
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{path}: row {i} has no non-empty {text_field!r} field")
+        rows.append({"id": str(row.get("id") or _text_id(text)), "text": text.strip(),
+                     "domain": str(row.get("domain") or "unknown"), "source": str(row.get("source") or path.name)})
+    return rows

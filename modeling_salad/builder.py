@@ -1,0 +1,106 @@
+"""`build_salad`: assemble a SALAD model + processor from a pretrained text LLM and a pretrained speech encoder.
+
+Not part of the Hub remote code (it is only needed to create a new model, not to load one).
+"""
+
+import os
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoFeatureExtractor,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    EncodecFeatureExtractor,
+    WhisperFeatureExtractor,
+)
+
+from .configuration_salad import SaladConfig
+from .modeling_salad import SaladForCausalLM
+from .processing_salad import AUDIO_TOKEN, DEFAULT_CHAT_TEMPLATE, SaladProcessor
+
+ADAPTER_KWARGS = (
+    "adapter_type",
+    "adapter_num_layers",
+    "adapter_hidden_size",
+    "adapter_intermediate_size",
+    "adapter_num_attention_heads",
+    "stack_factor",
+    "audio_padding",
+    "max_audio_seconds",
+)
+
+
+def add_audio_token(tokenizer, audio_token: str = AUDIO_TOKEN) -> int:
+    """Add `audio_token` as a special token (no-op when present); return its id."""
+    if audio_token not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [audio_token]}, replace_extra_special_tokens=False)
+    return tokenizer.convert_tokens_to_ids(audio_token)
+
+
+def _encoder_state_dict(audio_encoder, audio_config) -> dict:
+    """Weights of the encoder part of a WhisperModel/WhisperForConditionalGeneration or MimiModel folder."""
+    full = AutoModel.from_pretrained(audio_encoder, dtype=torch.float32)
+    if audio_config.model_type == "whisper":
+        encoder = full.get_encoder() if hasattr(full, "get_encoder") else full.encoder
+    else:
+        encoder = full.encoder
+    return encoder.state_dict()
+
+
+def make_processor(tokenizer, feature_extractor, config: SaladConfig) -> SaladProcessor:
+    template = getattr(tokenizer, "chat_template", None)
+    chat_template = None if (template and "audio" in template) else DEFAULT_CHAT_TEMPLATE
+    mimi_frame_samples = 1920
+    if config.audio_encoder_type == "mimi":
+        mimi_frame_samples = int(round(config.audio_config.sampling_rate / config.audio_config.frame_rate))
+    return SaladProcessor(
+        feature_extractor=feature_extractor,
+        tokenizer=tokenizer,
+        chat_template=chat_template,
+        stack_factor=config.stack_factor,
+        audio_padding=config.audio_padding,
+        max_audio_seconds=config.max_audio_seconds,
+        mimi_frame_samples=mimi_frame_samples,
+    )
+
+
+def build_salad(text_model, audio_encoder, dtype=torch.float32, **adapter_kwargs):
+    """Build `(SaladForCausalLM, SaladProcessor)` from a causal-LM folder/Hub id (with tokenizer) and a Whisper
+    (WhisperModel / WhisperForConditionalGeneration + feature extractor) or Mimi folder/Hub id.
+
+    Adds `<|audio|>` to the tokenizer, resizes the LLM embeddings, records `base_text_model`, loads the pretrained
+    LLM and encoder weights; the adapter is freshly initialized. `adapter_kwargs` go to `SaladConfig`.
+    """
+    unknown = set(adapter_kwargs) - set(ADAPTER_KWARGS)
+    if unknown:
+        raise ValueError(f"Unknown build_salad arguments {sorted(unknown)}; allowed: {ADAPTER_KWARGS}.")
+    tokenizer = AutoTokenizer.from_pretrained(text_model)
+    audio_token_id = add_audio_token(tokenizer)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    language_model = AutoModelForCausalLM.from_pretrained(text_model, dtype=dtype)
+    if audio_token_id >= language_model.get_input_embeddings().weight.shape[0]:
+        language_model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+
+    audio_config = AutoConfig.from_pretrained(audio_encoder)
+    if audio_config.model_type not in ("whisper", "mimi"):
+        raise ValueError(f"{audio_encoder!r} is a {audio_config.model_type!r} model; expected Whisper or Mimi.")
+    feature_extractor = AutoFeatureExtractor.from_pretrained(audio_encoder)
+    expected = WhisperFeatureExtractor if audio_config.model_type == "whisper" else EncodecFeatureExtractor
+    if not isinstance(feature_extractor, expected):
+        raise ValueError(f"{audio_encoder!r} has a {type(feature_extractor).__name__}, expected {expected.__name__}.")
+
+    config = SaladConfig(
+        text_config=language_model.config,
+        audio_config=audio_config,
+        audio_token_id=audio_token_id,
+        base_text_model=str(text_model),
+        **adapter_kwargs,
+    )
+    model = SaladForCausalLM(config).to(dtype)
+    model.language_model.load_state_dict(language_model.state_dict())
+    model.audio_tower.load_state_dict(_encoder_state_dict(audio_encoder, audio_config))
+    model.config.name_or_path = f"salad({os.path.basename(str(text_model))}+{os.path.basename(str(audio_encoder))})"
+    return model.eval(), make_processor(tokenizer, feature_extractor, config)

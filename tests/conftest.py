@@ -1,0 +1,116 @@
+"""Shared tiny-model fixtures (offline, seconds): a tiny byte-level tokenizer, tiny Llama, tiny Whisper / Mimi.
+
+Usage in any test:  `def test_x(tiny_salad): model, processor = tiny_salad(adapter_type="mlp")`.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+AUDIO_TOKEN = "<|audio|>"
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>", AUDIO_TOKEN]
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def make_tiny_tokenizer():
+    """Byte-level BPE with no merges: 256 byte tokens + ChatML/pad/audio specials; tokenizes any text offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {symbol: i for i, symbol in enumerate(sorted(alphabet))}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        bos_token="<|endoftext|>",
+        pad_token="<pad>",
+        additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in ("<|im_end|>", "<|endoftext|>", "<pad>")],
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", AUDIO_TOKEN]})
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def tiny_text_config(vocab_size: int, tie: bool = True):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=2048, tie_word_embeddings=tie,
+    )
+
+
+def tiny_whisper_config():
+    from transformers import WhisperConfig
+
+    return WhisperConfig(
+        vocab_size=64, d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_source_positions=1500,
+        num_mel_bins=80, max_target_positions=64, bos_token_id=1, eos_token_id=1, pad_token_id=1,
+        decoder_start_token_id=2, begin_suppress_tokens=None, suppress_tokens=None,
+    )
+
+
+def tiny_mimi_config():
+    from transformers import MimiConfig
+
+    return MimiConfig(
+        hidden_size=32, num_filters=4, num_hidden_layers=1, intermediate_size=32, num_attention_heads=2,
+        num_key_value_heads=2, head_dim=16, codebook_dim=16, vector_quantization_hidden_dimension=16,
+        num_quantizers=2, codebook_size=16, upsample_groups=32,
+    )
+
+
+def make_tiny_salad(audio="whisper", adapter_type="mlp", audio_padding="window", stack_factor=None,
+                    adapter_num_layers=1, adapter_hidden_size=32, seed=0, tie=True):
+    """Random tiny `(SaladForCausalLM, SaladProcessor)`; deterministic for a given seed."""
+    from transformers import EncodecFeatureExtractor, WhisperFeatureExtractor
+
+    from modeling_salad import SaladConfig, SaladForCausalLM
+    from modeling_salad.builder import make_processor
+
+    torch.manual_seed(seed)
+    tokenizer = make_tiny_tokenizer()
+    audio_config = tiny_whisper_config() if audio == "whisper" else tiny_mimi_config()
+    config = SaladConfig(
+        text_config=tiny_text_config(len(tokenizer), tie=tie),
+        audio_config=audio_config,
+        adapter_type=adapter_type,
+        adapter_num_layers=adapter_num_layers,
+        adapter_hidden_size=adapter_hidden_size,
+        adapter_num_attention_heads=2,
+        stack_factor=stack_factor,
+        audio_token_id=tokenizer.convert_tokens_to_ids(AUDIO_TOKEN),
+        audio_padding=audio_padding,
+        base_text_model="tiny-llama",
+    )
+    model = SaladForCausalLM(config).eval()
+    if audio == "whisper":
+        feature_extractor = WhisperFeatureExtractor(feature_size=80)
+    else:
+        feature_extractor = EncodecFeatureExtractor(feature_size=1, sampling_rate=24000)
+    return model, make_processor(tokenizer, feature_extractor, config)
+
+
+def sine(seconds: float, rate: int = 16000, freq: float = 440.0, seed: int = 0) -> np.ndarray:
+    """A deterministic tone + a little noise, float32 mono."""
+    t = np.arange(int(round(seconds * rate))) / rate
+    noise = np.random.default_rng(seed).normal(0, 0.01, t.shape)
+    return (0.3 * np.sin(2 * np.pi * freq * t) + noise).astype(np.float32)
+
+
+@pytest.fixture
+def tiny_salad():
+    """Factory fixture: `tiny_salad(**kwargs) -> (model, processor)` (see `make_tiny_salad`)."""
+    return make_tiny_salad
+
+
+@pytest.fixture
+def tiny_tokenizer():
+    return make_tiny_tokenizer()

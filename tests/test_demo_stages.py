@@ -1,0 +1,40 @@
+"""The demo's stage runner: finished stages are reused, unfinished ones run, records are written atomically."""
+
+import json
+
+from salad_demo.stages import StageRunner
+
+
+def test_finished_stage_is_reused_not_rerun(tmp_path):
+    calls = []
+    runner = StageRunner(tmp_path, log=lambda _: None)
+    assert runner.run("a", lambda: calls.append(1) or {"x": 1}) == {"x": 1}
+    again = StageRunner(tmp_path, log=lambda _: None)
+    assert again.run("a", lambda: calls.append(2) or {"x": 2}) == {"x": 1}
+    assert calls == [1]
+
+
+def test_failed_stage_leaves_no_record_and_runs_again(tmp_path):
+    runner = StageRunner(tmp_path, log=lambda _: None)
+
+    def boom():
+        raise RuntimeError("killed")
+
+    try:
+        runner.run("b", boom)
+    except RuntimeError:
+        pass
+    assert not runner.done("b")
+    assert list((tmp_path / "stages").iterdir()) == []
+    assert runner.run("b", lambda: 5) == 5
+
+
+def test_timings_list_each_stage_with_seconds_and_memory(tmp_path):
+    runner = StageRunner(tmp_path, log=lambda _: None)
+    runner.run("first", lambda: 1)
+    runner.run("second", lambda: 2)
+    timings = runner.timings()
+    assert {t["stage"] for t in timings} == {"first", "second"}
+    assert all(t["seconds"] >= 0 and t["peak_rss_gib"] > 0 for t in timings)
+    record = json.loads((tmp_path / "stages" / "first.json").read_text())
+    assert record["result"] == 1

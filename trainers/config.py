@@ -1,0 +1,140 @@
+"""Configuration dataclasses: DistillationConfig (trainer), ModelArguments and DataArguments (train.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import SFTConfig
+
+__all__ = ["DistillationConfig", "ModelArguments", "DataArguments", "TEACHER_MODES", "TRAINABLE_CHOICES"]
+
+TEACHER_MODES = ("frozen_copy", "base", "shared")
+TRAINABLE_CHOICES = ("adapter", "adapter+llm", "adapter+lora")
+
+
+@dataclass
+class DistillationConfig(SFTConfig):
+    r"""Configuration of SALAD's cross-modal [`~trainers.DistillationTrainer`] (Stage I and Stage II).
+
+    Extends `trl.SFTConfig`; `learning_rate` is the LLM's learning rate, `adapter_learning_rate` the adapter's.
+    """
+
+    alpha: float = field(default=1.0, metadata={"help": "Weight of the distillation loss; the NLL gets 1 - alpha "
+                                                        "(paper: 1.0 in both stages)."})
+    beta: float = field(default=0.0, metadata={"help": "Generalized JSD skew: 0 = KL(teacher || student) (paper), "
+                                                       "1 = KL(student || teacher)."})
+    temperature: float = field(default=1.0, metadata={"help": "Softmax temperature of the distillation loss "
+                                                              "(loss is scaled by temperature**2)."})
+    kd_chunk_size: int | None = field(default=1024, metadata={"help": "Positions per chunk of the KL computation, "
+                                                                      "bounding its float32 memory; 0/None = one "
+                                                                      "chunk (naive)."})
+    teacher: str | None = field(default=None, metadata={
+        "help": "'frozen_copy' (a frozen copy of the initial LLM; needed when the LLM is fully fine-tuned, as in "
+                "the paper), 'base' (the LLM with its LoRA adapters disabled), 'shared' (the student's own LLM, "
+                "valid only while the LLM is frozen), or a path to another text LLM with the same tokenizer. "
+                "Default: 'shared' for trainable=adapter, 'base' for adapter+lora, 'frozen_copy' for adapter+llm."})
+    trainable: str = field(default="adapter", metadata={
+        "help": "What trains: 'adapter' (LLM frozen), 'adapter+llm' (full fine-tuning, paper) or 'adapter+lora'."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (trainable=adapter+lora)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (trainable=adapter+lora)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (trainable=adapter+lora)."})
+    lora_target_modules: list[str] | None = field(default=None, metadata={
+        "help": "LLM module names LoRA wraps (default: attention and MLP projections)."})
+    adapter_learning_rate: float | None = field(default=None, metadata={
+        "help": "Learning rate of the adapter (paper: 1e-3 for 3B, 1e-4 for 7B); None = learning_rate."})
+    text_replay_ratio: float = field(default=1 / 3, metadata={
+        "help": "Fraction of training documents drawn from the text-only replay set (paper: 1/3)."})
+    decay_fraction: float = field(default=0.2, metadata={
+        "help": "With lr_scheduler_type=warmup_stable_decay: fraction of max_steps spent in the final linear "
+                "decay to 0 (paper: 0.2; Stage II: 1.0)."})
+    save_pre_decay_checkpoint: bool = field(default=True, metadata={
+        "help": "Save <output_dir>/checkpoint-pre-decay when the WSD decay starts (Stage II starts from it)."})
+    diagnostics_steps: int = field(default=0, metadata={
+        "help": "Every N steps, log diagnostics M (misalignment) and F (forgetting) on the probe set; 0 = off."})
+    probe_size: int = field(default=8, metadata={"help": "Documents in the fixed diagnostics probe set."})
+    speech_policy: str = field(default="alternate", metadata={
+        "help": "Which spans with audio the student hears: 'alternate' (paper), 'all' or 'random'."})
+    speech_probability: float = field(default=1.0, metadata={
+        "help": "Chance that a span eligible under speech_policy is heard."})
+    padding_side: str = field(default="right", metadata={"help": "Padding side of the collated batches."})
+
+    def __post_init__(self):
+        # The collator needs the raw span documents and builds labels itself.
+        self.remove_unused_columns = False
+        self.dataset_kwargs = {**(self.dataset_kwargs or {}), "skip_prepare_dataset": True}
+        if self.kd_chunk_size == 0:
+            self.kd_chunk_size = None
+        super().__post_init__()
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {self.beta}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.trainable not in TRAINABLE_CHOICES:
+            raise ValueError(f"trainable must be one of {TRAINABLE_CHOICES}, got {self.trainable!r}")
+        if self.teacher is None:
+            self.teacher = {"adapter": "shared", "adapter+lora": "base", "adapter+llm": "frozen_copy"}[self.trainable]
+        if self.teacher == "shared" and self.trainable != "adapter":
+            raise ValueError("teacher='shared' needs a frozen LLM (trainable='adapter'); the teacher would drift")
+        if self.teacher == "base" and self.trainable != "adapter+lora":
+            raise ValueError("teacher='base' (LoRA disabled) needs trainable='adapter+lora'")
+        if not 0.0 <= self.text_replay_ratio < 1.0:
+            raise ValueError(f"text_replay_ratio must be in [0, 1), got {self.text_replay_ratio}")
+        if not 0.0 < self.decay_fraction <= 1.0:
+            raise ValueError(f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
+        if self.kd_chunk_size is not None and self.kd_chunk_size < 1:
+            raise ValueError(f"kd_chunk_size must be >= 1 or 0/None, got {self.kd_chunk_size}")
+        if self.diagnostics_steps < 0:
+            raise ValueError("diagnostics_steps must be >= 0")
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train: a SALAD checkpoint, or a SALAD model built from a text LLM and a speech encoder."""
+
+    model_name_or_path: str | None = field(default=None, metadata={
+        "help": "A SALAD checkpoint (folder or Hub id) to start from, e.g. a Stage I checkpoint-pre-decay."})
+    text_model_name_or_path: str | None = field(default=None, metadata={
+        "help": "Text LLM to build a new SALAD model from (e.g. Qwen/Qwen2.5-3B)."})
+    audio_encoder_name_or_path: str | None = field(default=None, metadata={
+        "help": "Speech encoder to build from (e.g. kyutai/mimi or openai/whisper-small)."})
+    adapter_type: str = field(default="transformer", metadata={"help": "'transformer' (paper) or 'mlp'."})
+    adapter_num_layers: int = field(default=12, metadata={"help": "Transformer adapter depth (paper: 12)."})
+    adapter_hidden_size: int = field(default=960, metadata={"help": "Adapter width (paper: 960)."})
+    stack_factor: int | None = field(default=None, metadata={"help": "Encoder frames per LLM position."})
+    tiny_random: bool = field(default=False, metadata={
+        "help": "Build a tiny random model and tokenizer in code (tests, smoke runs; no downloads)."})
+    dtype: str = field(default="auto", metadata={"help": "Weights dtype: auto, bfloat16, float16 or float32."})
+
+
+@dataclass
+class DataArguments:
+    """Training data: natural speech (Stage I), synthetic span sets (Stage II) and text replay."""
+
+    speech_datasets: list[str] | None = field(default=None, metadata={
+        "help": "Natural-speech datasets (local folder/file or Hub id) with audio + transcript rows, grouped into "
+                "span documents by group_column and ordered by order_column."})
+    speech_split: str = field(default="train", metadata={"help": "Split of the speech datasets."})
+    speech_config: str | None = field(default=None, metadata={"help": "Config name of the speech datasets."})
+    audio_column: str = field(default="audio", metadata={"help": "Audio column of the speech datasets."})
+    text_column: str = field(default="text", metadata={"help": "Transcript column of the speech datasets."})
+    group_column: str | None = field(default=None, metadata={
+        "help": "Column naming the recording/book (consecutive utterances form one document); None = one row "
+                "per document."})
+    order_column: str | None = field(default=None, metadata={"help": "Column ordering utterances in a group."})
+    utterances_per_document: int = field(default=8, metadata={"help": "Utterances per span document."})
+    span_datasets: list[str] | None = field(default=None, metadata={
+        "help": "Span datasets (datasets_scripts layout: doc_id, span_index, text, audio), e.g. Stage II "
+                "active-selected synthetic speech."})
+    replay_dataset: str | None = field(default=None, metadata={
+        "help": "Text-only replay corpus (paper: SmolLM corpus); mixed in at text_replay_ratio."})
+    replay_text_column: str = field(default="text", metadata={"help": "Text column of the replay dataset."})
+    replay_split: str = field(default="train", metadata={"help": "Split of the replay dataset."})
+    streaming: bool = field(default=False, metadata={"help": "Stream the datasets instead of downloading."})
+    max_documents: int | None = field(default=None, metadata={"help": "Cap on documents per source (debug)."})
+    feature_cache_dir: str | None = field(default=None, metadata={
+        "help": "Precompute frozen-encoder features into this folder (keyed by clip content hash) and train "
+                "on them (skips the encoder at train time)."})
+    tiny_documents: int = field(default=0, metadata={
+        "help": "Generate this many synthetic span documents in code (sine-tone 'speech'; smoke runs)."})

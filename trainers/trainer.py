@@ -1,0 +1,302 @@
+"""SALAD's cross-modal DistillationTrainer (Stage I and Stage II)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+
+import torch
+from torch import nn
+from transformers import Trainer
+from trl import SFTTrainer
+
+from .callbacks import DiagnosticsCallback, EpochToCollatorCallback, PreDecayCheckpointCallback
+from .collator import SpanDocumentCollator
+from .config import TEACHER_MODES, DistillationConfig
+from .diagnostics import logits_at_positions
+from .losses import salad_objective
+from .saving import export_self_contained, lora_modules, merged_state_dict
+
+__all__ = ["DistillationTrainer", "LoraDisabledTeacher"]
+
+_STUDENT_KEYS = ("input_ids", "attention_mask", "input_features", "input_features_mask",
+                 "audio_encoder_states", "audio_encoder_mask")
+_DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@contextlib.contextmanager
+def lora_disabled(module: nn.Module):
+    """Run ``module`` with every LoRA layer bypassed; requires_grad flags are restored afterwards."""
+    layers = lora_modules(module)
+    flags = {p: p.requires_grad for layer in layers for p in layer.parameters()}
+    try:
+        for layer in layers:
+            layer.enable_adapters(False)
+        yield
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+
+
+class LoraDisabledTeacher(nn.Module):
+    """The student's LLM with LoRA disabled, called like a causal LM (teacher='base')."""
+
+    def __init__(self, language_model: nn.Module):
+        super().__init__()
+        self.language_model = language_model
+
+    def forward(self, **kwargs):
+        with lora_disabled(self.language_model):
+            return self.language_model(**kwargs)
+
+
+class DistillationTrainer(SFTTrainer):
+    """Cross-modal distillation trainer of SALAD (arXiv 2510.13632), a ``trl.SFTTrainer`` subclass.
+
+    Not TRL's ``trl.DistillationTrainer``: TRL's is on-policy (the student generates, the teacher scores the same
+    prompt). Here the teacher (the frozen text LLM) reads the **all-text** rendering of a span document while the
+    student reads the same document with some spans **spoken**; the loss ``α·KL(teacher ‖ student) + (1−α)·NLL``
+    is taken at aligned positions whose next token is text (``student_positions``/``teacher_positions`` from
+    :class:`~trainers.collator.SpanDocumentCollator`), normalized by the global count of distilled positions.
+
+    Teacher modes (``args.teacher``): ``"shared"`` (the student's own LLM, frozen), ``"base"`` (the LLM with its
+    LoRA adapters disabled), ``"frozen_copy"`` (a frozen copy of the initial LLM, for full fine-tuning), or a path
+    to another text LLM with the same tokenizer. The teacher always runs in eval mode under ``no_grad``.
+
+    Args:
+        model: a ``SaladForCausalLM``.
+        args: a :class:`~trainers.DistillationConfig`.
+        train_dataset: span documents (``datasets.Dataset``/``IterableDataset``).
+        processing_class: the ``SaladProcessor``.
+        data_collator: defaults to a ``SpanDocumentCollator`` built from ``args``.
+        teacher_model: an explicit text LLM (overrides ``args.teacher``).
+        probe_documents: fixed probe set for the M/F diagnostics (every ``args.diagnostics_steps``).
+    """
+
+    _tag_names = ["trl", "salad", "distillation", "speech"]
+    _name = "SALAD cross-modal distillation"
+    _paper = {
+        "title": "Closing the Gap Between Text and Speech Understanding in LLMs",
+        "id": "2510.13632",
+        "citation": "@inproceedings{cuervo2026salad, title={Closing the Gap Between Text and Speech Understanding "
+                    "in LLMs}, author={Cuervo, Santiago and others}, booktitle={ICLR}, year={2026}}",
+    }
+
+    def __init__(self, model, args: DistillationConfig, train_dataset=None, eval_dataset=None,
+                 processing_class=None, data_collator=None, teacher_model: nn.Module | None = None,
+                 probe_documents: list[dict] | None = None, callbacks=None, **kwargs):
+        if not isinstance(args, DistillationConfig):
+            raise ValueError("args must be a trainers.DistillationConfig")
+        if processing_class is None:
+            raise ValueError("processing_class (the SaladProcessor) is required")
+        for name in ("language_model", "multi_modal_projector", "audio_tower"):
+            if not hasattr(model, name):
+                raise ValueError(f"model must be a SaladForCausalLM (missing .{name})")
+        self.teacher_mode = args.teacher
+        teacher_model = self._setup_trainable_and_teacher(model, args, processing_class, teacher_model)
+        if data_collator is None:
+            data_collator = SpanDocumentCollator(
+                processing_class, max_length=args.max_length, padding_side=args.padding_side,
+                speech_policy=args.speech_policy, speech_probability=args.speech_probability, seed=args.seed,
+                pad_to_multiple_of=args.pad_to_multiple_of)
+        callbacks = list(callbacks or [])
+        super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks, **kwargs)
+        # Makes Trainer count the distilled positions (labels != -100) over all micro-batches and processes.
+        self.model_accepts_loss_kwargs = True
+        self.teacher_model = None
+        if teacher_model is not None:
+            teacher_model.requires_grad_(False).eval()
+            if self.is_deepspeed_enabled:
+                from trl.models.utils import prepare_deepspeed
+
+                self.teacher_model = prepare_deepspeed(teacher_model, self.accelerator)
+            else:
+                self.teacher_model = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
+        self.add_callback(EpochToCollatorCallback(data_collator))
+        if args.save_pre_decay_checkpoint and args.lr_scheduler_type == "warmup_stable_decay":
+            self.add_callback(PreDecayCheckpointCallback(self))
+        if args.diagnostics_steps and probe_documents:
+            self.add_callback(DiagnosticsCallback(self, probe_documents[: args.probe_size]))
+
+    # ---------------------------------------------------------------------------------------------- setup
+    def _setup_trainable_and_teacher(self, model, args, processor, teacher_model):
+        model.audio_tower.requires_grad_(False)
+        model.multi_modal_projector.requires_grad_(True)
+        lm = model.language_model
+        if args.trainable == "adapter":
+            lm.requires_grad_(False)
+        elif args.trainable == "adapter+llm":
+            lm.requires_grad_(True)
+        else:
+            if not lora_modules(lm):
+                from peft import LoraConfig, inject_adapter_in_model
+
+                lm.requires_grad_(False)
+                config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                                    target_modules=args.lora_target_modules or _DEFAULT_LORA_TARGETS)
+                inject_adapter_in_model(config, lm)
+        if teacher_model is not None:
+            self.teacher_mode = "explicit"
+            self._check_teacher_vocab(teacher_model, processor, model)
+            return teacher_model
+        if self.teacher_mode == "frozen_copy":
+            return copy.deepcopy(lm)
+        if self.teacher_mode in TEACHER_MODES:
+            return None  # "shared" / "base": the student's own LLM
+        from transformers import AutoModelForCausalLM
+
+        if not os.path.exists(self.teacher_mode) and "/" not in self.teacher_mode:
+            raise ValueError(f"teacher must be one of {TEACHER_MODES} or a path/Hub id, got {self.teacher_mode!r}")
+        teacher = AutoModelForCausalLM.from_pretrained(self.teacher_mode, dtype=lm.dtype)
+        self._check_teacher_vocab(teacher, processor, model, path=self.teacher_mode)
+        return teacher
+
+    @staticmethod
+    def _check_teacher_vocab(teacher, processor, model, path=None):
+        student_vocab = model.get_output_embeddings().weight.shape[0]
+        teacher_vocab = teacher.get_output_embeddings().weight.shape[0]
+        if student_vocab != teacher_vocab:
+            raise ValueError(f"teacher vocabulary size {teacher_vocab} differs from the student's {student_vocab}; "
+                             "the teacher must share the student's tokenizer")
+        if path is not None:
+            from transformers import AutoTokenizer
+
+            teacher_tok = AutoTokenizer.from_pretrained(path).get_vocab()
+            student_tok = processor.tokenizer.get_vocab()
+            mismatched = [t for t, i in teacher_tok.items() if student_tok.get(t) != i]
+            if mismatched:
+                raise ValueError(f"teacher tokenizer at {path} differs from the student's on {len(mismatched)} "
+                                 f"tokens (e.g. {mismatched[:3]}); distillation needs identical token ids")
+
+    # ---------------------------------------------------------------------------------------------- teacher
+    def _teacher_module(self):
+        if self.teacher_model is not None:
+            return self.teacher_model
+        lm = self.accelerator.unwrap_model(self.model).language_model
+        return LoraDisabledTeacher(lm) if self.teacher_mode == "base" else lm
+
+    def teacher_logits(self, teacher_input_ids, teacher_attention_mask, positions) -> torch.Tensor:
+        """Teacher logits [B, K, V] at ``positions`` of the all-text sequences (eval mode, no_grad)."""
+        module = self._teacher_module()
+        target = module.language_model if isinstance(module, LoraDisabledTeacher) else module
+        was_training = target.training
+        target.eval()
+        try:
+            with torch.no_grad():
+                return logits_at_positions(module, positions, input_ids=teacher_input_ids,
+                                           attention_mask=teacher_attention_mask, use_cache=False)
+        finally:
+            target.train(was_training)
+
+    # ---------------------------------------------------------------------------------------------- loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if model.training else "eval"
+        args = self.args
+        s_pos, t_pos, mask = inputs["student_positions"], inputs["teacher_positions"], inputs["distill_mask"]
+        student_inputs = {k: inputs[k] for k in _STUDENT_KEYS if k in inputs}
+        student_logits = logits_at_positions(model, s_pos, use_cache=False, **student_inputs)
+        teacher_logits = None
+        if args.alpha > 0:
+            teacher_logits = self.teacher_logits(inputs["teacher_input_ids"], inputs["teacher_attention_mask"], t_pos)
+        targets = inputs["input_ids"].gather(1, (s_pos + 1).clamp(max=inputs["input_ids"].shape[1] - 1))
+        loss, kd, nll = salad_objective(student_logits, teacher_logits, targets, mask, alpha=args.alpha,
+                                        beta=args.beta, temperature=args.temperature,
+                                        num_items_in_batch=num_items_in_batch, chunk_size=args.kd_chunk_size)
+        if args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # DDP averages gradients; the divisor is global
+        self._log_terms(mode, mask, num_items_in_batch, kd=kd, nll=nll)
+        if return_outputs:
+            return loss, {"logits": student_logits}
+        return loss
+
+    def _log_terms(self, mode, mask, num_items_in_batch, **terms):
+        local = mask.sum().clamp(min=1).to(torch.float32)
+        for name, value in terms.items():
+            if value is None:
+                continue
+            value = value.detach().float()
+            if num_items_in_batch is not None:  # back to a per-position mean of this micro-batch
+                value = value * torch.as_tensor(num_items_in_batch, dtype=torch.float32, device=value.device) / local
+                if self.args.average_tokens_across_devices:
+                    pass  # num_items_in_batch is already global; value is this rank's mean
+            gathered = self.accelerator.gather_for_metrics(value.reshape(1))
+            key = "kd_loss" if name == "kd" else name
+            self._metrics[mode][key].append(float(gathered.mean()))
+        positions = self.accelerator.gather_for_metrics(mask.sum().reshape(1)).sum()
+        self._metrics[mode]["distilled_positions"].append(float(positions))
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    # ---------------------------------------------------------------------------------------------- optimizer
+    def create_optimizer(self, model=None):
+        """AdamW with separate learning rates for the adapter (``adapter_learning_rate``) and the LLM."""
+        if self.optimizer is not None or self.args.adapter_learning_rate is None:
+            return super().create_optimizer(model) if model is not None else super().create_optimizer()
+        opt_model = self.model
+        decay_names = set(self.get_decay_parameter_names(opt_model))
+        groups = {}
+        for name, param in opt_model.named_parameters():
+            if not param.requires_grad:
+                continue
+            is_adapter = "multi_modal_projector" in name
+            lr = self.args.adapter_learning_rate if is_adapter else self.args.learning_rate
+            wd = self.args.weight_decay if name in decay_names else 0.0
+            groups.setdefault((lr, wd), []).append(param)
+        param_groups = [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()]
+        optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        optimizer_kwargs.pop("lr", None)
+        self.optimizer = optimizer_cls(param_groups, lr=self.args.learning_rate, **optimizer_kwargs)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """WSD: fill in the decay length (``decay_fraction`` of the steps, linear to 0) unless given."""
+        if self.args.lr_scheduler_type == "warmup_stable_decay":
+            kwargs = dict(self.args.lr_scheduler_kwargs or {})
+            kwargs.setdefault("num_decay_steps", max(1, round(self.args.decay_fraction * num_training_steps)))
+            kwargs.setdefault("decay_type", "linear")
+            kwargs.setdefault("min_lr_ratio", 0.0)
+            self.args.lr_scheduler_kwargs = kwargs
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def decay_start_step(self, num_training_steps: int) -> int:
+        kwargs = self.args.lr_scheduler_kwargs or {}
+        decay = kwargs.get("num_decay_steps", max(1, round(self.args.decay_fraction * num_training_steps)))
+        return max(num_training_steps - int(decay), 0)
+
+    # ---------------------------------------------------------------------------------------------- saving
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        """Self-contained folders: merged full weights, processor and remote code (AutoModel-loadable)."""
+        output_dir = output_dir or self.args.output_dir
+        model = self.accelerator.unwrap_model(self.model)
+        if lora_modules(model):
+            state_dict = merged_state_dict(model, state_dict)
+        super()._save(output_dir, state_dict=state_dict)
+        if lora_modules(model):  # raw LoRA weights, for resuming
+            from safetensors.torch import save_file
+
+            raw = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if "lora_" in k}
+            save_file(raw, os.path.join(output_dir, "lora_training_state.safetensors"))
+        if self.args.should_save:
+            export_self_contained(model, self.processing_class, output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        model = model if model is not None else self.model
+        unwrapped = self.accelerator.unwrap_model(model)
+        if lora_modules(unwrapped):
+            from safetensors.torch import load_file
+
+            from .saving import load_merged_into_lora
+
+            load_merged_into_lora(unwrapped, resume_from_checkpoint)
+            lora = load_file(os.path.join(resume_from_checkpoint, "lora_training_state.safetensors"))
+            unwrapped.load_state_dict(lora, strict=False)
+            return
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
