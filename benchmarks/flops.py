@@ -222,3 +222,62 @@ def human(flops: float) -> str:
             return f"{flops / scale:.2f} {unit}"
     return f"{flops:.0f} FLOP"
 
+
+
+def encoder_flops_per_frame(encoder: str = "mimi", seconds: float = 10.0) -> float:
+    """Forward FLOPs of the real-shaped frozen encoder per 12.5 Hz output frame, counted by torch on ``seconds``
+    of audio (Mimi: default ``MimiConfig``; Whisper: large-v3 encoder, real length, no 30 s window padding)."""
+    import torch
+    from transformers import LlamaConfig, MimiConfig, WhisperConfig
+
+    from modeling_salad.configuration_salad import SaladConfig
+    from modeling_salad.modeling_salad import SaladForCausalLM
+
+    if encoder == "mimi":
+        audio = MimiConfig()
+    elif encoder == "whisper":
+        audio = WhisperConfig(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120,
+                              decoder_layers=1, num_mel_bins=128)
+    else:
+        raise ValueError(f"encoder must be 'mimi' or 'whisper', got {encoder!r}")
+    text = LlamaConfig(vocab_size=8, hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1)
+    config = SaladConfig(text_config=text, audio_config=audio, adapter_type="mlp", adapter_hidden_size=8,
+                         audio_padding="none")
+    model = SaladForCausalLM(config).eval()
+    frames = round(seconds * 12.5)
+    if encoder == "mimi":
+        values = torch.zeros(1, 1, frames * 1920)
+    else:
+        values = torch.zeros(1, 128, frames * 8)
+    mask = torch.ones(values.shape[0], values.shape[-1], dtype=torch.long)
+    return measure_forward_flops(model.encode_audio, values, mask) / frames
+
+
+def projection_table(encoder_flops: dict[str, float], utilizations=(0.3, 0.4, 0.5), mix: TokenMix = TokenMix(),
+                     budgets=(("Stage I", 24e9), ("Stage II", 1.9e9)), peak: float = PEAK_BF16_FLOPS["h100"]) -> str:
+    """Markdown: GPU-hours per (model, encoder, stage) at each assumed MFU (PROJECTIONS, not measurements)."""
+    header = "| model | encoder | FLOPs / student token | stage (tokens) | " + " | ".join(
+        f"GPU-h @ {100 * u:.0f} % MFU" for u in utilizations) + " |"
+    lines = [header, "|" + "---|" * (4 + len(utilizations))]
+    for name, llm in (("SALAD-3B (Qwen2.5-3B)", QWEN25_3B), ("SALAD-7B (Qwen2.5-7B)", QWEN25_7B)):
+        adapter = SALAD_ADAPTER(llm.hidden_size)
+        for encoder, per_frame in encoder_flops.items():
+            per_token = projection_flops_per_token(llm, adapter, per_frame, mix)["total"]
+            for stage, tokens in budgets:
+                hours = " | ".join(f"{gpu_hours(tokens, per_token, u, peak):,.0f}" for u in utilizations)
+                lines.append(f"| {name} | {encoder} | {per_token / 1e9:.2f} GFLOP | {stage} ({tokens / 1e9:g}B) | {hours} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    encoders = {name: encoder_flops_per_frame(name) for name in ("mimi", "whisper")}
+    for name, value in encoders.items():
+        print(f"# {name} encoder: {human(value)} per 12.5 Hz frame (torch.utils.flop_counter, 10 s clip)")
+    for name, llm in (("3B", QWEN25_3B), ("7B", QWEN25_7B)):
+        parts = projection_flops_per_token(llm, SALAD_ADAPTER(llm.hidden_size), encoders["mimi"])
+        print(f"# {name} (mimi) per student token: " + ", ".join(f"{k} {v / 1e9:.2f} GFLOP" for k, v in parts.items()))
+    print(projection_table(encoders))
+
+
+if __name__ == "__main__":
+    main()

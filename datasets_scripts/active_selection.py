@@ -344,3 +344,76 @@ def sample_within_clusters(labels: Sequence[int], counts: Sequence[int], seed: i
             raise ValueError(f"cluster {c} has {len(members)} texts available, {want} requested")
         chosen.extend(rng.sample(members, int(want)))
     return sorted(chosen)
+
+
+# ------------------------------------------------------------------------------------ probes and cluster scores
+
+
+def probe_texts_by_cluster(texts: Sequence[str], labels: Sequence[int], probe_size: int, min_words: int = 25,
+                           seed: int = 0) -> dict[int, list[tuple[str, list[int]]]]:
+    """Per cluster, ``probe_size`` probe documents ``(text, pool indices used)``.
+
+    Members are visited in a seeded random order and concatenated until a document has ``min_words`` words, so
+    every probe document has room for a spoken span followed by text to distill on (short pool texts such as
+    one-line questions would otherwise be all speech). A cluster with too few words gives fewer documents.
+    """
+    if probe_size < 1:
+        raise ValueError(f"probe_size must be >= 1, got {probe_size}")
+    labels = np.asarray(labels)
+    rng = random.Random(seed)
+    probes: dict[int, list[tuple[str, list[int]]]] = {}
+    for c in sorted(set(labels.tolist())):
+        members = [int(i) for i in np.flatnonzero(labels == c)]
+        rng.shuffle(members)
+        docs, current, words = [], [], 0
+        for i in members:
+            current.append(i)
+            words += len(texts[i].split())
+            if words >= min_words:
+                docs.append((" ".join(texts[j].strip() for j in current), current))
+                current, words = [], 0
+                if len(docs) == probe_size:
+                    break
+        probes[int(c)] = docs
+    return probes
+
+
+def probe_documents_from_rows(span_rows: Sequence[dict]) -> list[dict]:
+    """Group synthesized span rows (``doc_id``, ``span_index``, ``text``, ``audio``) into span documents
+    ``{"id", "spans": [{"text", "audio"}]}`` in first-seen document order."""
+    docs: dict[str, list[dict]] = {}
+    for row in span_rows:
+        docs.setdefault(str(row["doc_id"]), []).append(row)
+    out = []
+    for doc_id, rows in docs.items():
+        rows = sorted(rows, key=lambda r: r["span_index"])
+        out.append({"id": doc_id, "spans": [{"text": r["text"], "audio": r.get("audio")} for r in rows]})
+    return out
+
+
+def cluster_cer(span_rows: Sequence[dict], cluster_of_doc: dict[str, int]) -> dict[int, float]:
+    """Mean CER of the spoken spans per cluster (rows without a CER are ignored; clusters without any: absent)."""
+    values: dict[int, list[float]] = {}
+    for row in span_rows:
+        if row.get("audio") is not None and row.get("cer") is not None:
+            values.setdefault(cluster_of_doc[str(row["doc_id"])], []).append(float(row["cer"]))
+    return {c: float(np.mean(v)) for c, v in values.items()}
+
+
+def score_clusters(model, processor, documents_by_cluster: dict[int, list[dict]], batch_size: int = 4,
+                   max_length: int | None = 1024, progress: bool = True) -> dict[int, float]:
+    """M(c) per cluster with :func:`trainers.diagnostics.misalignment` (the M the trainer logs), every span with
+    audio heard (``speech_policy="all"``; the collator keeps the last span as text) so each probe measures the
+    speech context. Clusters without a probe document that has audio are left out."""
+    from tqdm.auto import tqdm
+
+    from trainers.collator import SpanDocumentCollator
+    from trainers.diagnostics import misalignment
+
+    collator = SpanDocumentCollator(processor, max_length=max_length, speech_policy="all", seed=0)
+    scores: dict[int, float] = {}
+    for c in tqdm(sorted(documents_by_cluster), desc="misalignment per cluster", disable=not progress):
+        docs = [d for d in documents_by_cluster[c] if any(s.get("audio") is not None for s in d["spans"])]
+        if docs:
+            scores[c] = float(misalignment(model, processor, docs, collator=collator, batch_size=batch_size))
+    return scores

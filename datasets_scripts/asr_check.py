@@ -74,10 +74,11 @@ class WhisperTranscriber:
         texts: list[str] = []
         for start in range(0, len(clips), self.batch_size):
             batch = [np.asarray(c, np.float32) for c in clips[start:start + self.batch_size]]
-            features = self.processor.feature_extractor(batch, sampling_rate=16000, return_tensors="pt")
+            features = self.processor.feature_extractor(batch, sampling_rate=16000, return_tensors="pt",
+                                                        return_attention_mask=True)
             with torch.inference_mode():
                 ids = self.model.generate(features.input_features.to(self.device, self.model.dtype),
-                                          max_new_tokens=200)
+                                          attention_mask=features.attention_mask.to(self.device))
             texts += self.processor.batch_decode(ids, skip_special_tokens=True)
         return [t.strip() for t in texts]
 

@@ -45,7 +45,8 @@ class PoolConfig:
     bigbench: str | None = field(default=None, metadata={"help": "bigbench-1.0.0.tar.gz path (None: look in "
                                                                    "the download folders)"})
     evals: str | None = field(default=None, metadata={"help": "evals-3.0.1.post1 wheel path (None: look)"})
-    exclude: Sequence[str] = field(default=DEFAULT_EXCLUDE, metadata={"help": "task / dataset names to leave out"})
+    exclude: Sequence[str] = field(default=(), metadata={"help": "task / dataset names to leave out, in addition "
+                                                                 "to DEFAULT_EXCLUDE (the evaluation tasks)"})
     max_per_domain: int = field(default=60, metadata={"help": "cap of texts per domain (breadth over size)"})
     min_words: int = field(default=5, metadata={"help": "shortest text kept, in words"})
     max_words: int = field(default=120, metadata={"help": "longest text kept, in words"})
@@ -72,14 +73,20 @@ def clean_text(text: str) -> str:
     return _SUFFIX.sub("", text).strip()
 
 
+_FUNCTION_WORDS = frozenset("the a an of to in is are was were and or for on with that this it be by as at from "
+                            "what which who how do does not you i he she they we his her their".split())
+_LETTER = re.compile(r"[A-Za-z]")
+
+
 def is_speakable(text: str, min_words: int = 5, max_words: int = 120) -> bool:
-    """English prose a TTS voice can read: word count in range, ≥ 85 % ASCII letters/punctuation, little markup."""
+    """English prose a TTS voice can read: word count in range, ASCII, ≥ 60 % letters, little markup, and
+    ≥ 8 % English function words (drops other languages, word lists, digit grids)."""
     words = text.split()
-    if not (min_words <= len(words) <= max_words):
+    if not (min_words <= len(words) <= max_words) or not text.isascii():
         return False
-    ascii_share = sum(c.isascii() for c in text) / len(text)
-    letters = sum(c.isalpha() for c in text) / len(text)
-    return ascii_share >= 0.98 and letters >= 0.6 and len(_CODEY.findall(text)) <= 2
+    if len(_LETTER.findall(text)) < 0.6 * len(text) or len(_CODEY.findall(text)) > 2:
+        return False
+    return sum(w.lower().strip(".,;:?!'\"()") in _FUNCTION_WORDS for w in words) >= 0.08 * len(words)
 
 
 def _answer_of(example: dict) -> str | None:
@@ -108,8 +115,16 @@ def _excluded(name: str, exclude: set[str]) -> bool:
     return any("/".join(parts[: i + 1]) in exclude for i in range(len(parts)))
 
 
-def iter_bigbench_texts(tar_path: str | os.PathLike, exclude: Sequence[str] = DEFAULT_EXCLUDE) -> Iterator[dict]:
-    """Yield ``{"text", "domain", "source"}`` from every BIG-bench ``task.json`` in the sdist (streamed)."""
+def _keep(text: str | None, keep) -> bool:
+    return bool(text) and (keep is None or keep(text))
+
+
+def iter_bigbench_texts(tar_path: str | os.PathLike, exclude: Sequence[str] = DEFAULT_EXCLUDE,
+                        limit_per_task: int | None = None, keep=None, seed: int = 0) -> Iterator[dict]:
+    """Yield ``{"text", "domain", "source"}`` from every BIG-bench ``task.json`` in the sdist (streamed).
+
+    With ``limit_per_task``, examples are visited in a seeded random order and at most that many texts passing
+    ``keep`` (a predicate) are yielded per task: a uniform subsample without converting every example."""
     exclude_set = set(exclude)
     marker = "/benchmark_tasks/"
     with tarfile.open(tar_path, "r|gz") as tar:
@@ -123,10 +138,20 @@ def iter_bigbench_texts(tar_path: str | os.PathLike, exclude: Sequence[str] = DE
                 data = json.load(tar.extractfile(member))
             except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
-            for example in data.get("examples", []) if isinstance(data, dict) else []:
+            examples = data.get("examples", []) if isinstance(data, dict) else []
+            if not isinstance(examples, list):
+                continue
+            if limit_per_task is not None:
+                examples = examples[:]
+                random.Random(f"{seed}/{task}").shuffle(examples)
+            kept = 0
+            for example in examples:
                 text = _bigbench_text(example) if isinstance(example, dict) else None
-                if text:
+                if _keep(text, keep):
                     yield {"text": text, "domain": f"bigbench/{task}", "source": member.name.split("/", 1)[1]}
+                    kept += 1
+                    if limit_per_task is not None and kept >= limit_per_task:
+                        break
 
 
 def _evals_text(row: dict) -> str | None:
@@ -138,8 +163,10 @@ def _evals_text(row: dict) -> str | None:
     return clean_text(value) if isinstance(value, str) else None
 
 
-def iter_evals_texts(wheel_path: str | os.PathLike, exclude: Sequence[str] = ()) -> Iterator[dict]:
-    """Yield ``{"text", "domain", "source"}`` from the evals wheel's ``registry/data/<name>/*.jsonl`` files."""
+def iter_evals_texts(wheel_path: str | os.PathLike, exclude: Sequence[str] = (), limit_per_task: int | None = None,
+                     keep=None, seed: int = 0) -> Iterator[dict]:
+    """Yield ``{"text", "domain", "source"}`` from the evals wheel's ``registry/data/<name>/*.jsonl`` files
+    (``limit_per_task`` / ``keep`` / ``seed`` as in :func:`iter_bigbench_texts`, per file)."""
     exclude_set = set(exclude)
     marker = "evals/registry/data/"
     with zipfile.ZipFile(wheel_path) as wheel:
@@ -149,15 +176,21 @@ def iter_evals_texts(wheel_path: str | os.PathLike, exclude: Sequence[str] = ())
             dataset = name[len(marker):].rsplit("/", 1)[0]
             if _excluded(dataset, exclude_set):
                 continue
-            with wheel.open(name) as fh:
-                for line in fh:
-                    try:
-                        row = json.loads(line)
-                    except (json.JSONDecodeError, UnicodeDecodeError):
-                        continue
-                    text = _evals_text(row) if isinstance(row, dict) else None
-                    if text:
-                        yield {"text": text, "domain": f"evals/{dataset}", "source": name}
+            lines = wheel.read(name).splitlines()
+            if limit_per_task is not None:
+                random.Random(f"{seed}/{name}").shuffle(lines)
+            kept = 0
+            for line in lines:
+                try:
+                    row = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    continue
+                text = _evals_text(row) if isinstance(row, dict) else None
+                if _keep(text, keep):
+                    yield {"text": text, "domain": f"evals/{dataset}", "source": name}
+                    kept += 1
+                    if limit_per_task is not None and kept >= limit_per_task:
+                        break
 
 
 def _text_id(text: str) -> str:
@@ -173,11 +206,18 @@ def build_text_pool(config: PoolConfig | None = None, **overrides) -> list[dict]
     bigbench = Path(config.bigbench) if config.bigbench else find_download("bigbench-*.tar.gz")
     evals = Path(config.evals) if config.evals else find_download("evals-*.whl")
     streams = []
+
+    def speakable(text: str) -> bool:
+        return is_speakable(text, config.min_words, config.max_words)
+
     for label, path, reader in (("bigbench", bigbench, iter_bigbench_texts), ("evals", evals, iter_evals_texts)):
         if path is not None:
             if not path.is_file():
                 raise ValueError(f"{label} archive {path} does not exist")
-            streams.append(reader(path, config.exclude))
+            # 3x the cap per file leaves room for duplicates while skipping most of the huge files' parsing
+            exclude = tuple(DEFAULT_EXCLUDE) + tuple(config.exclude)
+            streams.append(reader(path, exclude, limit_per_task=3 * config.max_per_domain, keep=speakable,
+                                  seed=config.seed))
     if not streams:
         raise ValueError("no packaged corpus found: run `pip download --no-deps -d .cache/downloads "
                          "bigbench==1.0.0 evals==3.0.1.post1` or pass PoolConfig(bigbench=..., evals=...)")
@@ -185,8 +225,6 @@ def build_text_pool(config: PoolConfig | None = None, **overrides) -> list[dict]
     by_domain: dict[str, list[dict]] = {}
     for stream in streams:
         for row in stream:
-            if not is_speakable(row["text"], config.min_words, config.max_words):
-                continue
             key = row["text"].lower()
             if key in seen:
                 continue

@@ -62,6 +62,8 @@ def as_benchmarks(items) -> list[Benchmark]:
 def _pool_and_items(bench: Benchmark, num_fewshot: int, pool_size: int, seed: int):
     if bench.fewshot_pool is not None or num_fewshot == 0:
         return bench.fewshot_pool or [], bench.items
+    if pool_size is None:  # auto: enough to vary the shots, without eating a small benchmark
+        pool_size = min(25, max(num_fewshot, len(bench.items) // 7))
     return split_fewshot_pool(bench.items, min(pool_size, len(bench.items) - 1), seed)
 
 
@@ -74,7 +76,7 @@ def evaluate_model(
     modes: str | Sequence[str] = ("text", "speech"),
     *,
     num_fewshot: int = 5,
-    fewshot_pool_size: int = 25,
+    fewshot_pool_size: int | None = None,
     fewshot_seed: int = 1234,
     max_length: int | None = 2048,
     normalization: str = "chars",
@@ -99,7 +101,7 @@ def evaluate_model(
         modes: subset of text (base LLM and SALAD on text), speech, cascade (ASR -> base LLM), generate.
         num_fewshot: up to this many shots per prompt (as many as fit `max_length`).
         fewshot_pool_size: when a benchmark has no pool, this many items (seeded) are held out as shots and not
-            scored.
+            scored (None: min(25, max(num_fewshot, n // 7))).
         normalization: "chars" (lm-eval acc_norm), "tokens" or "none".
         limit: score at most this many items per benchmark (after the pool is held out).
         spoken: where clips come from (recorded `audio` or TTS); default `SpokenQuestions("piper")`.
@@ -125,10 +127,35 @@ def evaluate_model(
         raise ValueError("base_model given without base_tokenizer.")
     cache = cache or EvalCache()
     spoken = spoken or SpokenQuestions("piper")
-    for module in (model, base_model):
-        if module is not None:
-            module.eval()
+    modules = [m for m in (model, base_model) if m is not None]
+    was_training = [m.training for m in modules]
+    for module in modules:
+        module.eval()
+    try:
+        results, predictions = _evaluate_all(
+            items, modes, model, processor, base_model, base_tokenizer, num_fewshot, fewshot_pool_size, fewshot_seed,
+            max_length, normalization, share_prefix, limit, spoken, asr, cache, generate_max_new_tokens,
+            generate_show_choices, num_resamples, seed, progress,
+        )
+    finally:  # a training loop calls this mid-training: give the modules back in the mode they were in
+        for module, training in zip(modules, was_training):
+            module.train(training)
+    return {
+        "benchmarks": results,
+        "average": average_rows(results),
+        "predictions": predictions,
+        "config": {
+            "modes": modes, "num_fewshot": num_fewshot, "max_length": max_length, "normalization": normalization,
+            "fewshot_seed": fewshot_seed, "num_resamples": num_resamples, "bootstrap_seed": seed,
+        },
+    }
 
+
+def _evaluate_all(
+    items, modes, model, processor, base_model, base_tokenizer, num_fewshot, fewshot_pool_size, fewshot_seed,
+    max_length, normalization, share_prefix, limit, spoken, asr, cache, generate_max_new_tokens,
+    generate_show_choices, num_resamples, seed, progress,
+):
     results, predictions = {}, {}
     for bench in as_benchmarks(items):
         pool, scored = _pool_and_items(bench, num_fewshot, fewshot_pool_size, fewshot_seed)
@@ -148,15 +175,7 @@ def evaluate_model(
         row["mean_shots"] = _mean_shots(records)
         results[bench.name] = row
         predictions[bench.name] = records
-    return {
-        "benchmarks": results,
-        "average": average_rows(results),
-        "predictions": predictions,
-        "config": {
-            "modes": modes, "num_fewshot": num_fewshot, "max_length": max_length, "normalization": normalization,
-            "fewshot_seed": fewshot_seed, "num_resamples": num_resamples, "bootstrap_seed": seed,
-        },
-    }
+    return results, predictions
 
 
 def _mean_shots(records: list[dict]) -> dict:

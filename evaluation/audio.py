@@ -14,6 +14,7 @@ import torch
 from .prompts import question_text
 
 SAMPLING_RATE = 16000
+CONTEXT_PAUSE_S = 0.3
 
 
 def default_tts_cache_dir() -> Path:
@@ -30,7 +31,8 @@ def _load_audio(audio) -> np.ndarray:
 class SpokenQuestions:
     """Gives the 16 kHz clip of each item's spoken question (and context).
 
-    Items that carry `audio` (rows of a `salad-synth --benchmark` folder) use it; the others are synthesized with
+    Items that carry `audio` (rows of a `salad-synth --benchmark` folder) use it, preceded by their
+    `context_audio` when they have one (one clip = context then question, like the TTS text); the others are synthesized with
     the voice that `voice_pool` picks for the item id (`datasets_scripts.tts.VoicePool`, e.g. "piper" or
     "piper,flite:slt"), cached as .npy under `cache_dir`.
     """
@@ -65,6 +67,9 @@ class SpokenQuestions:
             return self._memory[key]
         if item.get("audio") is not None:
             audio = _load_audio(item["audio"])
+            if item.get("context_audio") is not None:  # spoken context, a short pause, then the question
+                pause = np.zeros(int(CONTEXT_PAUSE_S * SAMPLING_RATE), dtype=np.float32)
+                audio = np.concatenate([_load_audio(item["context_audio"]), pause, audio])
         else:
             audio = self._synthesize_cached(item, key)
         self._memory[key] = audio

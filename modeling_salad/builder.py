@@ -3,6 +3,7 @@
 Not part of the Hub remote code (it is only needed to create a new model, not to load one).
 """
 
+import copy
 import os
 
 import torch
@@ -17,8 +18,8 @@ from transformers import (
 )
 
 from .configuration_salad import SaladConfig
-from .modeling_salad import SaladForCausalLM
-from .processing_salad import AUDIO_TOKEN, DEFAULT_CHAT_TEMPLATE, SaladProcessor
+from .modeling_salad import SaladForCausalLM, build_projector
+from .processing_salad import AUDIO_TOKEN, SaladProcessor, audio_chat_template
 
 ADAPTER_KWARGS = (
     "adapter_type",
@@ -39,19 +40,16 @@ def add_audio_token(tokenizer, audio_token: str = AUDIO_TOKEN) -> int:
     return tokenizer.convert_tokens_to_ids(audio_token)
 
 
-def _encoder_state_dict(audio_encoder, audio_config) -> dict:
-    """Weights of the encoder part of a WhisperModel/WhisperForConditionalGeneration or MimiModel folder."""
-    full = AutoModel.from_pretrained(audio_encoder, dtype=torch.float32)
+def _load_audio_tower(audio_encoder, audio_config, dtype):
+    """The encoder module of a WhisperModel/WhisperForConditionalGeneration or MimiModel folder, pretrained."""
+    full = AutoModel.from_pretrained(audio_encoder, dtype=dtype)
     if audio_config.model_type == "whisper":
-        encoder = full.get_encoder() if hasattr(full, "get_encoder") else full.encoder
-    else:
-        encoder = full.encoder
-    return encoder.state_dict()
+        return full.get_encoder() if hasattr(full, "get_encoder") else full.encoder
+    return full.encoder
 
 
 def make_processor(tokenizer, feature_extractor, config: SaladConfig) -> SaladProcessor:
-    template = getattr(tokenizer, "chat_template", None)
-    chat_template = None if (template and "audio" in template) else DEFAULT_CHAT_TEMPLATE
+    chat_template = audio_chat_template(getattr(tokenizer, "chat_template", None))
     mimi_frame_samples = 1920
     if config.audio_encoder_type == "mimi":
         mimi_frame_samples = int(round(config.audio_config.sampling_rate / config.audio_config.frame_rate))
@@ -99,8 +97,17 @@ def build_salad(text_model, audio_encoder, dtype=torch.float32, **adapter_kwargs
         base_text_model=str(text_model),
         **adapter_kwargs,
     )
-    model = SaladForCausalLM(config).to(dtype)
-    model.language_model.load_state_dict(language_model.state_dict())
-    model.audio_tower.load_state_dict(_encoder_state_dict(audio_encoder, audio_config))
+    # Build the shell on the meta device and plug in the pretrained parts: no throwaway init of a second LLM.
+    with torch.device("meta"):
+        model = SaladForCausalLM(config)
+    model.language_model = language_model
+    model.audio_tower = _load_audio_tower(audio_encoder, audio_config, dtype)
+    model.multi_modal_projector = build_projector(config).to(dtype)
+    model.multi_modal_projector.apply(model._init_weights)
+    model.freeze_audio_tower()
+    leftover = [name for name, p in model.named_parameters() if p.is_meta]
+    if leftover:
+        raise RuntimeError(f"build_salad left parameters on the meta device: {leftover[:5]}")
+    model.generation_config = copy.deepcopy(language_model.generation_config)
     model.config.name_or_path = f"salad({os.path.basename(str(text_model))}+{os.path.basename(str(audio_encoder))})"
     return model.eval(), make_processor(tokenizer, feature_extractor, config)

@@ -4,6 +4,7 @@ Remote-code safe: only transformers' public API, no import-time side effects.
 """
 
 from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
 
 ADAPTER_TYPES = ("transformer", "mlp")
 AUDIO_PADDING_MODES = ("window", "none")
@@ -50,6 +51,11 @@ class SaladConfig(PreTrainedConfig):
     """
 
     model_type = "salad"
+    # Declared so attention implementation and dtype choices reach both sub-models.
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(AutoConfig, model_type="llama"),
+        "audio_config": SubConfigSpec(AutoConfig, model_type="whisper"),
+    }
 
     def __init__(
         self,

@@ -17,15 +17,43 @@ AUDIO_TOKEN = "<|audio|>"
 
 DEFAULT_CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
-    "<|im_start|>{{ message['role'] }}\n"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
     "{%- if message['content'] is string -%}{{ message['content'] }}"
     "{%- else -%}{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'audio' -%}<|audio|>{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}<|im_end|>\n"
+    "{%- if part['type'] == 'audio' -%}{{ '<|audio|>' }}{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{ '<|im_end|>\\n' }}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<|im_start|>assistant\n{%- endif -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
 )
 
+
+# Prepended to a base tokenizer's template that only knows string contents: flattens list contents, rendering
+# `{"type": "audio"}` parts as `<|audio|>` (top-level `set` rebinds `messages` for the rest of the template).
+AUDIO_PARTS_PREAMBLE = (
+    "{%- set salad_ns = namespace(messages=[]) -%}"
+    "{%- for message in messages -%}"
+    "{%- if message['content'] is string or message['content'] is none -%}"
+    "{%- set salad_ns.messages = salad_ns.messages + [message] -%}"
+    "{%- else -%}{%- set salad_text = namespace(value='') -%}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'audio' -%}{%- set salad_text.value = salad_text.value + '<|audio|>' -%}"
+    "{%- elif part['type'] == 'text' -%}{%- set salad_text.value = salad_text.value + part['text'] -%}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- set salad_ns.messages = salad_ns.messages + [{'role': message['role'], 'content': salad_text.value}] -%}"
+    "{%- endif -%}{%- endfor -%}"
+    "{%- set messages = salad_ns.messages -%}"
+)
+
+
+def audio_chat_template(base_template: str | None) -> str:
+    """A chat template that renders audio parts as `<|audio|>`: the base one if it already does, else the base one
+    behind `AUDIO_PARTS_PREAMBLE`, else a ChatML template."""
+    if not base_template:
+        return DEFAULT_CHAT_TEMPLATE
+    if "audio" in base_template:
+        return base_template
+    return AUDIO_PARTS_PREAMBLE + base_template
 
 # --------------------------------------------------------------------------- audio loading
 def _read_file(source, name: str):

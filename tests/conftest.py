@@ -15,8 +15,8 @@ CHATML_TEMPLATE = (
 )
 
 
-def make_tiny_tokenizer():
-    """Byte-level BPE with no merges: 256 byte tokens + ChatML/pad/audio specials; tokenizes any text offline."""
+def make_tiny_tokenizer(with_audio_token: bool = True):
+    """Byte-level BPE with no merges: 256 byte tokens + ChatML/pad(/audio) specials; tokenizes any text offline."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -30,9 +30,9 @@ def make_tiny_tokenizer():
         eos_token="<|im_end|>",
         bos_token="<|endoftext|>",
         pad_token="<pad>",
-        additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in ("<|im_end|>", "<|endoftext|>", "<pad>")],
     )
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", AUDIO_TOKEN]})
+    extra = ["<|im_start|>", AUDIO_TOKEN] if with_audio_token else ["<|im_start|>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": extra})
     tokenizer.chat_template = CHATML_TEMPLATE
     return tokenizer
 

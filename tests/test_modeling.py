@@ -203,3 +203,33 @@ def test_bnb_quantizes_llm_only(tmp_path):
     assert {"audio_tower", "multi_modal_projector"} <= set(config.llm_int8_skip_modules)
     assert isinstance(quantized.multi_modal_projector.linear_1, torch.nn.Linear)
     assert type(quantized.language_model.model.layers[0].self_attn.q_proj).__name__ != "Linear"
+
+
+def test_build_salad_from_folders(tmp_path):
+    from transformers import LlamaForCausalLM, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    from conftest import make_tiny_tokenizer, tiny_text_config, tiny_whisper_config
+    from modeling_salad import build_salad
+
+    plain = make_tiny_tokenizer(with_audio_token=False)
+    assert "<|audio|>" not in plain.get_vocab()
+    llm = LlamaForCausalLM(tiny_text_config(len(plain)))
+    llm.save_pretrained(tmp_path / "llm")
+    plain.save_pretrained(tmp_path / "llm")
+    whisper = WhisperForConditionalGeneration(tiny_whisper_config())
+    whisper.save_pretrained(tmp_path / "whisper")
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(tmp_path / "whisper")
+
+    model, processor = build_salad(str(tmp_path / "llm"), str(tmp_path / "whisper"), adapter_type="mlp",
+                                   adapter_hidden_size=32, stack_factor=2)
+    assert model.config.base_text_model == str(tmp_path / "llm")
+    assert model.config.audio_token_id == processor.audio_token_id
+    assert model.get_input_embeddings().weight.shape[0] > processor.audio_token_id
+    torch.testing.assert_close(model.audio_tower.conv1.weight, whisper.model.encoder.conv1.weight)
+    torch.testing.assert_close(model.language_model.model.layers[0].mlp.up_proj.weight,
+                               llm.model.layers[0].mlp.up_proj.weight)
+    inputs = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "audio", "array": sine(0.6), "sampling_rate": 16000}]}],
+        add_generation_prompt=True, tokenize=True)
+    with torch.no_grad():
+        assert torch.isfinite(model(**inputs).logits).all()

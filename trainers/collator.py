@@ -32,7 +32,7 @@ class RenderedDocument:
     student_ids: list[int]
     teacher_ids: list[int]
     pairs: list[tuple[int, int]]              # (student position, teacher position) to distill
-    clips: list[Any] = field(default_factory=list)  # heard clips in placeholder order (16 kHz arrays or [T, D])
+    clips: list[Any] = field(default_factory=list)  # (clip, source audio) per heard span, placeholder order
     heard: list[bool] = field(default_factory=list)  # per span: does the student hear it
 
 
@@ -56,11 +56,13 @@ class SpanDocumentCollator:
             always); with "random", the per-span chance.
         seed: base seed; decisions are a pure function of (seed, epoch, document id, span index).
         pad_to_multiple_of: pad lengths up to a multiple of this.
+        encoder_cache: a ``trainers.data.EncoderStatesCache`` (or its folder): heard clips found there are
+            given as precomputed ``audio_encoder_states`` (a batch with any uncached clip uses raw audio).
     """
 
     def __init__(self, processor, max_length: int | None = None, padding_side: str = "right",
                  speech_policy: str = "alternate", speech_probability: float = 1.0, seed: int = 0,
-                 pad_to_multiple_of: int | None = None):
+                 pad_to_multiple_of: int | None = None, encoder_cache=None):
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         if speech_policy not in _SPEECH_POLICIES:
@@ -84,6 +86,11 @@ class SpanDocumentCollator:
         if self.pad_token_id is None:
             raise ValueError("the tokenizer has neither a pad nor an eos token to pad with")
         self._prefix_ids = self._special_prefix()
+        if isinstance(encoder_cache, (str, bytes)) or hasattr(encoder_cache, "__fspath__"):
+            from .data import EncoderStatesCache
+
+            encoder_cache = EncoderStatesCache(str(encoder_cache))
+        self.encoder_cache = encoder_cache
 
     def set_epoch(self, epoch: int) -> None:
         """Re-draw the speech/text decisions for a new epoch (called by the trainer)."""
@@ -126,6 +133,10 @@ class SpanDocumentCollator:
 
     def _clip(self, audio: Any) -> tuple[Any, int]:
         """Returns (clip, number of placeholders)."""
+        if self.encoder_cache is not None and not (isinstance(audio, dict) and "encoder_states" in audio):
+            states = self.encoder_cache.get(audio)
+            if states is not None:
+                return self._clip({"encoder_states": states})
         if isinstance(audio, dict) and "encoder_states" in audio:
             states = np.asarray(audio["encoder_states"], dtype=np.float32)
             if states.ndim != 2 or states.shape[0] == 0:
@@ -162,6 +173,7 @@ class SpanDocumentCollator:
             clip = None
             if heard[i]:
                 clip, n_placeholders = self._clip(span["audio"])
+                clip = (clip, span["audio"])
                 student_part = [self.audio_token_id] * n_placeholders
             else:
                 student_part = text_ids
@@ -234,12 +246,20 @@ class SpanDocumentCollator:
             raise ValueError(f"batch has {n_placeholders} audio placeholders but audio for {expected}")
         return batch
 
-    def _audio_inputs(self, clips: list[Any]) -> dict[str, torch.Tensor]:
-        if not clips:
+    def _audio_inputs(self, clips_and_sources: list[tuple[Any, Any]]) -> dict[str, torch.Tensor]:
+        if not clips_and_sources:
             return {}
+        clips = [c for c, _ in clips_and_sources]
         precomputed = [c.ndim == 2 for c in clips]
         if any(precomputed) and not all(precomputed):
-            raise ValueError("a batch mixes raw audio and precomputed encoder_states; use one kind per dataset")
+            sources = [s for _, s in clips_and_sources]
+            if any(isinstance(s, dict) and "encoder_states" in s for s in sources):
+                raise ValueError("a batch mixes raw audio and precomputed encoder_states; use one kind per dataset")
+            from modeling_salad.processing_salad import load_audio
+
+            # some clips were cached, some not: use raw audio for all (same placeholder counts for 1-chunk clips)
+            clips = [load_audio(s, sampling_rate=16000) if c.ndim == 2 else c for c, s in clips_and_sources]
+            precomputed = [False] * len(clips)
         if not all(precomputed):
             features = self.processor.extract_audio_features(list(clips))
             return {"input_features": features["input_features"],

@@ -131,6 +131,7 @@ class DataArguments:
         "help": "Text-only replay corpus (paper: SmolLM corpus); mixed in at text_replay_ratio."})
     replay_text_column: str = field(default="text", metadata={"help": "Text column of the replay dataset."})
     replay_split: str = field(default="train", metadata={"help": "Split of the replay dataset."})
+    replay_config: str | None = field(default=None, metadata={"help": "Config name of the replay dataset."})
     streaming: bool = field(default=False, metadata={"help": "Stream the datasets instead of downloading."})
     max_documents: int | None = field(default=None, metadata={"help": "Cap on documents per source (debug)."})
     feature_cache_dir: str | None = field(default=None, metadata={

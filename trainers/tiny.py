@@ -51,7 +51,8 @@ def build_tiny_salad(seed: int = 0, hidden_size: int = 32, num_layers: int = 2):
     tokenizer = _make_tokenizer()
     text_config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
                               num_hidden_layers=num_layers, num_attention_heads=2, num_key_value_heads=1,
-                              max_position_embeddings=4096, tie_word_embeddings=False)
+                              max_position_embeddings=4096, tie_word_embeddings=False,
+                              initializer_range=0.2)  # peaked random distributions: a visible KD signal
     audio_config = WhisperConfig(vocab_size=64, d_model=32, encoder_layers=1, decoder_layers=1,
                                  encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
                                  decoder_ffn_dim=64, max_source_positions=1500, num_mel_bins=80,

@@ -214,20 +214,18 @@ class DistillationTrainer(SFTTrainer):
         return loss
 
     def _log_terms(self, mode, mask, num_items_in_batch, **terms):
-        local = mask.sum().clamp(min=1).to(torch.float32)
+        """Log each term as the mean over this micro-batch's distilled positions of all processes."""
+        local_count = mask.sum().to(torch.float32)
+        count = self.accelerator.gather_for_metrics(local_count.reshape(1)).sum()
         for name, value in terms.items():
             if value is None:
                 continue
-            value = value.detach().float()
-            if num_items_in_batch is not None:  # back to a per-position mean of this micro-batch
-                value = value * torch.as_tensor(num_items_in_batch, dtype=torch.float32, device=value.device) / local
-                if self.args.average_tokens_across_devices:
-                    pass  # num_items_in_batch is already global; value is this rank's mean
-            gathered = self.accelerator.gather_for_metrics(value.reshape(1))
+            scale = num_items_in_batch if num_items_in_batch is not None else local_count.clamp(min=1)
+            local_sum = value.detach().float() * torch.as_tensor(scale, dtype=torch.float32, device=value.device)
+            total = self.accelerator.gather_for_metrics(local_sum.reshape(1)).sum()
             key = "kd_loss" if name == "kd" else name
-            self._metrics[mode][key].append(float(gathered.mean()))
-        positions = self.accelerator.gather_for_metrics(mask.sum().reshape(1)).sum()
-        self._metrics[mode]["distilled_positions"].append(float(positions))
+            self._metrics[mode][key].append(float(total / count.clamp(min=1)))
+        self._metrics[mode]["distilled_positions"].append(float(count))
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)

@@ -1,0 +1,72 @@
+"""Active-selection benchmark (CPU or GPU): balanced k-means speed, then a full salad-select run with per-step times.
+
+    .venv/bin/python benchmarks/selection.py kmeans --n 100000 --dim 384 --k 16
+    .venv/bin/python benchmarks/selection.py run --output runs/select-bench [--budget-texts 200 ...]
+
+`run` writes <output>/report/report.json whose `timings_seconds` holds pool, embed, kmeans, probe_tts,
+misalignment, select and synthesize; it prints them as a markdown table row for benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+
+def bench_kmeans(n: int, dim: int, k: int, iters: int, device: str | None) -> dict:
+    from datasets_scripts.active_selection import fit_balanced_kmeans
+
+    x = torch.nn.functional.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(0)), dim=1)
+    start = time.perf_counter()
+    result = fit_balanced_kmeans(x, k, seed=0, iters=iters, device=device)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    sizes = torch.bincount(result.labels, minlength=k)
+    return {"n": n, "dim": dim, "k": k, "iterations": result.iterations, "seconds": round(seconds, 2),
+            "seconds_per_iteration": round(seconds / result.iterations, 3),
+            "size_min": int(sizes.min()), "size_max": int(sizes.max()),
+            "device": str(device or ("cuda" if torch.cuda.is_available() else "cpu"))}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    km = sub.add_parser("kmeans")
+    km.add_argument("--n", type=int, default=100000)
+    km.add_argument("--dim", type=int, default=384)
+    km.add_argument("--k", type=int, default=16)
+    km.add_argument("--iters", type=int, default=25)
+    km.add_argument("--device", default=None)
+    run = sub.add_parser("run")
+    run.add_argument("--output", default="runs/select-bench")
+    run.add_argument("--budget-texts", type=int, default=200)
+    run.add_argument("--num-clusters", type=int, default=16)
+    run.add_argument("--tts", default="piper,flite:slt")
+    run.add_argument("--probe-size", type=int, default=2)
+    run.add_argument("--pool-max-per-domain", type=int, default=20)
+    run.add_argument("--checkpoint", default="untrained-demo")
+    args = parser.parse_args(argv)
+    if args.command == "kmeans":
+        print(json.dumps(bench_kmeans(args.n, args.dim, args.k, args.iters, args.device)))
+        return
+    from datasets_scripts.select_cli import main as select_main
+
+    code = select_main(["--output_dir", args.output, "--budget_texts", str(args.budget_texts),
+                        "--num_clusters", str(args.num_clusters), "--tts", args.tts,
+                        "--probe_size", str(args.probe_size), "--pool_max_per_domain", str(args.pool_max_per_domain),
+                        "--checkpoint", args.checkpoint, "--gamma", "5"])
+    if code:
+        raise SystemExit(code)
+    with open(f"{args.output}/report/report.json") as fh:
+        report = json.load(fh)
+    print(json.dumps({"pool": report["pool_size"], "domains": report["pool_domains"],
+                      "selected": report["selected_texts"], "timings_seconds": report["timings_seconds"],
+                      "synthesis": report["synthesis"]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""`salad-synth`: text (or multiple-choice items) -> a Hub-ready synthetic speech dataset folder.
+
+    salad-synth --input texts.jsonl --output out/ --tts piper,flite:slt,festival
+    salad-synth --input docs.parquet --output spans/ --tts piper --spans --num-shards 8 --shard-index 3
+    salad-synth --input hellaswag --benchmark --output spoken-hellaswag/ --tts piper --cer-check
+Restarting the same command resumes; a finished folder is only redone with --overwrite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .tts import TTSBackendUnavailableError, VoicePool
+
+
+def read_text_rows(source: str, *, text_column: str = "text", id_column: str = "id", split: str = "train",
+                   limit: int | None = None) -> list[dict]:
+    """Rows {"id", "text", ...other columns} from a JSONL/JSON/parquet/CSV/text file (one text per line), a
+    dataset folder or a Hub dataset id. Rows without an id column get their index as id."""
+    path = Path(source)
+    if path.is_file() and path.suffix in (".txt", ".text"):
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        rows = [{"id": str(i), "text": line} for i, line in enumerate(lines) if line]
+    else:
+        import datasets
+
+        if path.is_file():
+            kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
+            if kind is None:
+                raise ValueError(f"Unsupported input file {path} (use .jsonl, .json, .parquet, .csv or .txt)")
+            ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+        else:
+            if not path.exists() and ("/" not in source or source.startswith((".", "/"))):
+                raise ValueError(f"Input {source!r} is neither a local file/folder nor a Hub dataset id (owner/name)")
+            ds = datasets.load_dataset(source, split=split)
+        if text_column not in ds.column_names:
+            raise ValueError(f"Input {source!r} has no text column {text_column!r}; columns: {ds.column_names} "
+                             "(choose one with --text-column)")
+        if limit:
+            ds = ds.select(range(min(limit, len(ds))))
+        drop = [c for c in ds.column_names if ds.features[c].__class__.__name__ in ("Audio", "Image", "Video")]
+        ds = ds.remove_columns(drop)
+        rows = []
+        for i, row in enumerate(ds):
+            row = dict(row)
+            row["id"] = str(row[id_column]) if id_column in row and row[id_column] is not None else str(i)
+            row["text"] = row.pop(text_column) if text_column != "text" else row["text"]
+            rows.append(row)
+    return rows[:limit] if limit else rows
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="salad-synth", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, help="JSONL/parquet/CSV/text file, dataset folder or Hub id; with "
+                        "--benchmark also a BIG-bench task.json or one of the paper's sets (hellaswag, ...)")
+    parser.add_argument("--text-column", default="text", help="column holding the text to speak")
+    parser.add_argument("--id-column", default="id", help="column holding a unique row id (default: row index)")
+    parser.add_argument("--split", default=None, help="split of a dataset folder / Hub id")
+    parser.add_argument("--output", required=True, help="output folder (Hub-ready)")
+    parser.add_argument("--tts", default="piper", help="voice pool: BACKEND[:VOICE][,BACKEND[:VOICE]...]")
+    parser.add_argument("--spans", action="store_true", help="split each text into alternating speech/text spans")
+    parser.add_argument("--benchmark", action="store_true", help="input is multiple-choice items: speak questions")
+    parser.add_argument("--num-shards", type=int, default=1, help="split the job across this many machines")
+    parser.add_argument("--shard-index", type=int, default=0, help="which shard this machine runs")
+    parser.add_argument("--num-proc", type=int, default=1, help="worker processes for synthesis")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N input rows")
+    parser.add_argument("--seed", type=int, default=0, help="seed of voice assignment and span splitting")
+    parser.add_argument("--speed", type=float, default=1.0, help="speaking rate factor")
+    parser.add_argument("--speed-jitter", type=float, default=0.0, help="per-row speed variation (0.1 = ±10%%)")
+    parser.add_argument("--pitch-jitter", type=float, default=0.0, help="per-row pitch variation in semitones")
+    parser.add_argument("--chunk-size", type=int, default=256, help="input rows per parquet part (resume unit)")
+    parser.add_argument("--audio-format", choices=("flac", "wav"), default="flac")
+    parser.add_argument("--overwrite", action="store_true", help="redo a finished (or differently set) run")
+    parser.add_argument("--cer-check", nargs="?", const="default", default=None, metavar="WHISPER_PATH",
+                        help="transcribe every clip with Whisper (default: the embedded tiny.en) and store its CER")
+    parser.add_argument("--max-cer", type=float, default=None, help="drop clips whose CER exceeds this")
+    parser.add_argument("--source-name", default=None, help="name of the text source for the card")
+    parser.add_argument("--source-license", default="unknown", help="license of the source texts for the card")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def format_summary(summary: dict) -> str:
+    totals = summary["totals"]
+    skipped = ", ".join(f"{k}: {v}" for k, v in totals["skipped"].items()) or "none"
+    xrt = f"{summary['x_real_time']}x real time" if summary["x_real_time"] else "nothing new synthesized"
+    return (f"salad-synth: {totals['rows']} rows ({totals['input_rows']} input rows done) in {summary['output_dir']}; "
+            f"{totals['audio_hours']:.4f} h of audio; this run: {summary['audio_seconds_now']:.1f} s of audio in "
+            f"{summary['wall_seconds']:.1f} s ({xrt}), {summary['chunks_resumed']} chunk(s) resumed; "
+            f"rows skipped: {skipped}" + (f"; mean CER {totals['mean_cer']}" if totals["mean_cer"] is not None else ""))
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.max_cer is not None and args.cer_check is None:
+        print("salad-synth: --max-cer needs --cer-check", file=sys.stderr)
+        return 2
+    try:
+        from .synth_writer import write_span_dataset
+
+        pool = VoicePool(args.tts, speed=args.speed, speed_jitter=args.speed_jitter, pitch_jitter=args.pitch_jitter,
+                         seed=args.seed)
+        if args.benchmark:
+            from .benchmarks import load_mc_items
+
+            rows = load_mc_items(args.input, split=args.split, limit=args.limit)
+            mode = "benchmark"
+        else:
+            rows = read_text_rows(args.input, text_column=args.text_column, id_column=args.id_column,
+                                  split=args.split or "train", limit=args.limit)
+            mode = "spans" if args.spans else "utterance"
+        if not rows:
+            raise ValueError(f"No input rows in {args.input!r}")
+        transcriber, cer_model = None, None
+        if args.cer_check is not None:
+            from .asr_check import WhisperTranscriber
+
+            transcriber = WhisperTranscriber(None if args.cer_check == "default" else args.cer_check)
+            cer_model = "whisper-tiny.en (embedded)" if args.cer_check == "default" else args.cer_check
+        run_config = {"input": args.input, "text_column": args.text_column, "limit": args.limit,
+                      "cer_model": cer_model}
+        source = args.source_name or Path(args.input).name
+        summary = write_span_dataset(
+            rows, args.output, pool, mode=mode, seed=args.seed, num_shards=args.num_shards,
+            shard_index=args.shard_index, num_proc=args.num_proc, chunk_size=args.chunk_size,
+            overwrite=args.overwrite, transcriber=transcriber, max_cer=args.max_cer, source=source,
+            run_config=run_config, audio_format=args.audio_format, progress=not args.quiet,
+            card_context={"sources": [{"name": source, "license": args.source_license}]})
+    except (ValueError, TTSBackendUnavailableError, FileNotFoundError) as err:
+        print(f"salad-synth: error: {err}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    print(json.dumps(summary["totals"]["skipped"]), file=sys.stderr) if summary["totals"]["skipped"] else None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""save_pretrained -> Auto* with trust_remote_code=True, in a subprocess where `modeling_salad` cannot be imported."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import torch
+
+from conftest import make_tiny_salad, sine
+
+LOADER = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("modeling_salad", "salad_demo", "trainers"):
+                raise ModuleNotFoundError(name)
+            return None
+
+    sys.meta_path.insert(0, Block())
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM, AutoProcessor
+
+    folder, out = sys.argv[1], sys.argv[2]
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    inputs = torch.load(folder + "/inputs.pt")
+    fresh = processor(text=inputs.pop("text"), audio=[a.numpy() for a in inputs.pop("audio")], sampling_rate=16000)
+    result = {"processor": type(processor).__name__, "same_inputs": all(
+        torch.equal(fresh[k], inputs[k]) for k in inputs)}
+    for name, auto in (("AutoModel", AutoModel), ("AutoModelForCausalLM", AutoModelForCausalLM)):
+        model = auto.from_pretrained(folder, trust_remote_code=True).eval()
+        with torch.no_grad():
+            result[name] = model(**fresh).logits
+        result[name + "_class"] = type(model).__name__
+        result[name + "_module"] = type(model).__module__
+    result["generated"] = model.generate(**fresh, max_new_tokens=3, do_sample=False)
+    torch.save(result, out)
+    """
+)
+
+
+def test_remote_code_round_trip(tmp_path):
+    model, processor = make_tiny_salad(adapter_type="transformer")
+    folder = tmp_path / "salad-tiny"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    for name in ("configuration_salad.py", "modeling_salad.py", "processing_salad.py", "model.safetensors"):
+        assert (folder / name).exists(), name
+    auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModel"] == auto_map["AutoModelForCausalLM"] == "modeling_salad.SaladForCausalLM"
+    assert auto_map["AutoConfig"] == "configuration_salad.SaladConfig"
+
+    text, audio = ["hi <|audio|>", "two <|audio|> clips <|audio|>"], [sine(0.9), sine(0.3, seed=1), sine(1.4, seed=2)]
+    inputs = dict(processor(text=text, audio=audio, sampling_rate=16000))
+    with torch.no_grad():
+        expected = model(**inputs).logits
+        generated = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    torch.save({**inputs, "text": text, "audio": [torch.from_numpy(a) for a in audio]}, folder / "inputs.pt")
+    script = tmp_path / "load.py"
+    script.write_text(LOADER)
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), TRANSFORMERS_VERBOSITY="error")
+    proc = subprocess.run([sys.executable, "-I", str(script), str(folder), str(tmp_path / "out.pt")], cwd=workdir,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = torch.load(tmp_path / "out.pt")
+    assert result["processor"] == "SaladProcessor" and result["same_inputs"]
+    for name in ("AutoModel", "AutoModelForCausalLM"):
+        assert result[name + "_class"] == "SaladForCausalLM"
+        assert result[name + "_module"].startswith("transformers_modules"), result[name + "_module"]
+        torch.testing.assert_close(result[name], expected)
+    assert torch.equal(result["generated"], generated)

@@ -1,0 +1,134 @@
+"""DistillationTrainer: 2-step Stage I / Stage II runs on CPU, what trains and what must not, teacher modes, resume."""
+
+import json
+import os
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from trainers import DistillationConfig, DistillationTrainer
+from trainers.config import DataArguments
+from trainers.data import build_training_dataset
+from trainers.tiny import build_tiny_salad
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return build_training_dataset(DataArguments(tiny_documents=4), text_replay_ratio=0.0)
+
+
+def make_args(tmp_path, **overrides):
+    values = dict(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=2, logging_steps=1,
+                  report_to="none", save_strategy="no", learning_rate=1e-2, adapter_learning_rate=2e-2,
+                  max_length=128, kd_chunk_size=16, seed=0, lr_scheduler_type="constant",
+                  dataloader_num_workers=0, disable_tqdm=True, use_cpu=True)
+    values.update(overrides)
+    return DistillationConfig(**values)
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before, module, prefix):
+    after = module.state_dict()
+    return any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix))
+
+
+def probe_batch(trainer, dataset):
+    return trainer.data_collator([dataset[i] for i in range(2)])
+
+
+@pytest.mark.parametrize("trainable,teacher", [("adapter", "shared"), ("adapter+lora", "base"),
+                                               ("adapter+llm", "frozen_copy")])
+def test_two_steps_train_the_right_parts_and_the_teacher_never_drifts(tmp_path, dataset, trainable, teacher):
+    model, processor = build_tiny_salad()
+    args = make_args(tmp_path, trainable=trainable, lora_r=4)
+    assert args.teacher == teacher  # the default follows `trainable`
+    trainer = DistillationTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
+    batch = probe_batch(trainer, dataset)
+    teacher_before = trainer.teacher_logits(batch["teacher_input_ids"], batch["teacher_attention_mask"],
+                                            batch["teacher_positions"])
+    before = snapshot(model)
+    trainer.train()
+    history = [h for h in trainer.state.log_history if "kd_loss" in h]
+    assert len(history) == 2 and all(torch.isfinite(torch.tensor(h["kd_loss"])) for h in history)
+    assert changed(before, model, "multi_modal_projector.")
+    assert not changed(before, model, "audio_tower.")
+    base_llm = {k: v for k, v in before.items() if k.startswith("language_model.") and "lora_" not in k}
+    llm_changed = changed(base_llm, model, "language_model.")
+    assert llm_changed == (trainable == "adapter+llm")
+    if trainable == "adapter+lora":
+        assert changed({k: v for k, v in before.items() if "lora_B" in k}, model, "language_model.")
+    teacher_after = trainer.teacher_logits(batch["teacher_input_ids"], batch["teacher_attention_mask"],
+                                           batch["teacher_positions"])
+    torch.testing.assert_close(teacher_after, teacher_before, rtol=0, atol=0)
+    # the student's own LLM did move away from the teacher when it trains
+    if trainable != "adapter":
+        student = trainer.model.language_model(input_ids=batch["teacher_input_ids"],
+                                               attention_mask=batch["teacher_attention_mask"]).logits
+        assert not torch.allclose(student.gather(1, batch["teacher_positions"].unsqueeze(-1).expand(
+            -1, -1, student.shape[-1])), teacher_after)
+
+
+def test_stage1_then_stage2_from_pre_decay_checkpoint(tmp_path, dataset):
+    from modeling_salad import SaladForCausalLM, SaladProcessor
+    from transformers import AutoModel
+
+    model, processor = build_tiny_salad()
+    args = make_args(tmp_path, trainable="adapter+llm", max_steps=4, lr_scheduler_type="warmup_stable_decay",
+                     warmup_steps=1, decay_fraction=0.5, save_strategy="steps", save_steps=4)
+    DistillationTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor).train()
+    pre_decay = tmp_path / "out" / "checkpoint-pre-decay"
+    assert json.loads((pre_decay / "trainer_state.json").read_text())["global_step"] == 2
+    for folder in (pre_decay, tmp_path / "out" / "checkpoint-4"):
+        loaded = AutoModel.from_pretrained(folder, trust_remote_code=True)
+        assert type(loaded).__name__ == "SaladForCausalLM"
+    # Stage II: continue from the pre-decay weights, decaying linearly to 0 over its own steps
+    stage2_model = SaladForCausalLM.from_pretrained(pre_decay)
+    stage2_args = make_args(tmp_path, output_dir=str(tmp_path / "stage2"), trainable="adapter+llm",
+                            lr_scheduler_type="warmup_stable_decay", warmup_steps=0, decay_fraction=1.0,
+                            save_pre_decay_checkpoint=False)
+    trainer = DistillationTrainer(model=stage2_model, args=stage2_args, train_dataset=dataset,
+                                  processing_class=SaladProcessor.from_pretrained(pre_decay))
+    trainer.train()
+    lrs = [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h]
+    assert lrs[0] > lrs[-1] >= 0
+
+
+class StopAfter(TrainerCallback):
+    """Simulates an interrupted job."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def test_resume_equals_straight_run(tmp_path, dataset):
+    def run(out, resume=None, stop_after=None):
+        model, processor = build_tiny_salad()
+        args = make_args(tmp_path, output_dir=str(out), trainable="adapter+llm", max_steps=4,
+                         save_strategy="steps", save_steps=2, lr_scheduler_type="linear")
+        trainer = DistillationTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                                      callbacks=[StopAfter(stop_after)] if stop_after else None)
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer.model
+
+    straight = run(tmp_path / "a")
+    run(tmp_path / "b", stop_after=2)
+    resumed = run(tmp_path / "c", resume=str(tmp_path / "b" / "checkpoint-2"))
+    for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_invalid_teacher_combinations_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="shared"):
+        make_args(tmp_path, trainable="adapter+llm", teacher="shared")
+    with pytest.raises(ValueError, match="trainable"):
+        make_args(tmp_path, trainable="everything")

@@ -1,0 +1,279 @@
+"""Training data as span documents: natural speech (Stage I), span datasets (Stage II), text replay, mixing,
+and an on-disk cache of frozen-encoder features.
+
+Every source becomes rows ``{"id": str, "spans": [{"text": str, "audio": {"bytes", "path"} | None}], "replay":
+bool}`` (audio stays encoded; the collator decodes it). Natural speech with one utterance per row, grouped by a
+recording/book column and ordered by an order column (LibriHeavy-style), gives documents of
+``utterances_per_document`` consecutive utterances; a span dataset written by ``datasets_scripts`` is the same
+thing with ``group_column="doc_id"``, ``order_column="span_index"`` and whole documents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+__all__ = ["iter_utterance_documents", "load_speech_documents", "load_replay_documents",
+           "documents_to_dataset", "mix_sources", "clip_content_hash", "EncoderStatesCache",
+           "precompute_encoder_states", "build_training_dataset"]
+
+
+def _features():
+    from datasets import Features, List, Value
+
+    return Features({
+        "id": Value("string"),
+        "spans": List({"text": Value("string"), "audio": {"bytes": Value("binary"), "path": Value("string")}}),
+        "replay": Value("bool"),
+    })
+
+
+def _encoded(audio: Any) -> dict | None:
+    """Any audio cell -> {"bytes", "path"} (arrays are encoded as 16-bit FLAC)."""
+    if audio is None:
+        return None
+    if isinstance(audio, dict) and (audio.get("bytes") is not None or audio.get("path") is not None) \
+            and audio.get("array") is None:
+        return {"bytes": audio.get("bytes"), "path": audio.get("path")}
+    from datasets_scripts.span_docs import encode_audio
+    from modeling_salad.processing_salad import load_audio
+
+    return encode_audio(load_audio(audio, sampling_rate=16000), 16000)
+
+
+def _rows(source, split: str, config: str | None, streaming: bool, audio_column: str | None):
+    import datasets
+
+    if not isinstance(source, (str, os.PathLike)):
+        ds = source
+    elif os.path.isfile(source):
+        kind = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}.get(
+            os.path.splitext(str(source))[1])
+        if kind is None:
+            raise ValueError(f"unsupported data file {source} (parquet, JSON/JSONL or CSV)")
+        ds = datasets.load_dataset(kind, data_files=str(source), split="train", streaming=streaming)
+    else:
+        ds = datasets.load_dataset(str(source), config, split=split, streaming=streaming)
+    if audio_column and getattr(ds, "features", None) and audio_column in ds.features:
+        if isinstance(ds.features[audio_column], datasets.Audio):
+            ds = ds.cast_column(audio_column, datasets.Audio(decode=False))
+    return ds
+
+
+def iter_utterance_documents(rows: Iterable[dict], text_column: str = "text", audio_column: str = "audio",
+                             group_column: str | None = None, order_column: str | None = None,
+                             utterances_per_document: int | None = 8, max_documents: int | None = None,
+                             id_prefix: str = "") -> Iterator[dict]:
+    """Consecutive utterances of one group -> span documents (audio left encoded).
+
+    Rows of one group must be contiguous (as in LibriHeavy sorted by book, or any span dataset); within a group
+    they are sorted by ``order_column``. ``utterances_per_document=None`` keeps a whole group as one document.
+    """
+    if utterances_per_document is not None and utterances_per_document < 1:
+        raise ValueError("utterances_per_document must be >= 1 or None")
+    produced = 0
+    seen: set = set()
+    group_id, group_rows = None, []
+
+    def flush():
+        ordered = sorted(group_rows, key=lambda r: r[order_column]) if order_column else group_rows
+        size = utterances_per_document or len(ordered)
+        for start in range(0, len(ordered), size):
+            part = ordered[start:start + size]
+            spans = [{"text": str(r[text_column]).strip(), "audio": _encoded(r.get(audio_column))} for r in part]
+            spans = [s for s in spans if s["text"]]
+            if spans:
+                suffix = f"-{start // size}" if size < len(ordered) else ""
+                yield {"id": f"{id_prefix}{group_id}{suffix}", "spans": spans, "replay": False}
+
+    for index, row in enumerate(rows):
+        for column in (text_column,) + tuple(c for c in (group_column, order_column) if c):
+            if column not in row:
+                raise ValueError(f"row {index} has no column {column!r} (columns: {sorted(row)})")
+        key = str(row[group_column]) if group_column else str(index)
+        if key != group_id:
+            if group_id is not None:
+                for doc in flush():
+                    yield doc
+                    produced += 1
+                    if max_documents and produced >= max_documents:
+                        return
+            if group_column and key in seen:
+                raise ValueError(f"rows of group {key!r} are not contiguous (row {index}); sort by {group_column!r}")
+            seen.add(key)
+            group_id, group_rows = key, []
+        group_rows.append(row)
+    if group_id is not None:
+        for doc in flush():
+            yield doc
+            produced += 1
+            if max_documents and produced >= max_documents:
+                return
+
+
+def documents_to_dataset(generator_fn, streaming: bool):
+    """A ``datasets`` (Iterable)Dataset of documents from a zero-argument generator function."""
+    import datasets
+
+    cls = datasets.IterableDataset if streaming else datasets.Dataset
+    return cls.from_generator(generator_fn, features=_features())
+
+
+def load_speech_documents(source, split: str = "train", config: str | None = None, streaming: bool = False,
+                          text_column: str = "text", audio_column: str = "audio", group_column: str | None = None,
+                          order_column: str | None = None, utterances_per_document: int | None = 8,
+                          max_documents: int | None = None):
+    """A natural-speech or span dataset (local path, Hub id or ``datasets`` object) as span documents."""
+    def generate():
+        rows = _rows(source, split, config, streaming, audio_column)
+        yield from iter_utterance_documents(rows, text_column, audio_column, group_column, order_column,
+                                            utterances_per_document, max_documents)
+    return documents_to_dataset(generate, streaming)
+
+
+def load_replay_documents(source, split: str = "train", text_column: str = "text", streaming: bool = False,
+                          max_documents: int | None = None, config: str | None = None):
+    """Text-only replay documents (teacher input == student input)."""
+    def generate():
+        for index, row in enumerate(_rows(source, split, config, streaming, None)):
+            if max_documents and index >= max_documents:
+                return
+            if text_column not in row:
+                raise ValueError(f"replay row {index} has no column {text_column!r}")
+            text = str(row[text_column]).strip()
+            if text:
+                yield {"id": f"replay-{index}", "spans": [{"text": text, "audio": None}], "replay": True}
+    return documents_to_dataset(generate, streaming)
+
+
+def mix_sources(speech_sources: list, replay=None, text_replay_ratio: float = 1 / 3, seed: int = 0):
+    """Interleave speech sources (equal shares) and the replay source (``text_replay_ratio``)."""
+    import datasets
+
+    sources = list(speech_sources)
+    if not sources and replay is None:
+        raise ValueError("no training data: give speech_datasets, span_datasets, replay_dataset or tiny_documents")
+    probabilities = [1.0 / len(sources)] * len(sources) if sources else []
+    if replay is not None and text_replay_ratio > 0:
+        probabilities = [p * (1 - text_replay_ratio) for p in probabilities] + [text_replay_ratio]
+        sources.append(replay)
+    if len(sources) == 1:
+        return sources[0]
+    return datasets.interleave_datasets(sources, probabilities=probabilities, seed=seed,
+                                        stopping_strategy="all_exhausted")
+
+
+# ---------------------------------------------------------------------------------------------- feature cache
+def clip_content_hash(audio: Any) -> str:
+    """sha256 of a clip's content (encoded bytes, file bytes, or array + rate)."""
+    digest = hashlib.sha256()
+    if isinstance(audio, dict) and audio.get("bytes") is not None:
+        digest.update(audio["bytes"])
+    elif isinstance(audio, dict) and audio.get("array") is not None:
+        digest.update(np.ascontiguousarray(np.asarray(audio["array"], np.float32)).tobytes())
+        digest.update(str(audio.get("sampling_rate")).encode())
+    elif isinstance(audio, (str, os.PathLike)) or (isinstance(audio, dict) and audio.get("path")):
+        with open(audio if isinstance(audio, (str, os.PathLike)) else audio["path"], "rb") as f:
+            digest.update(f.read())
+    else:
+        digest.update(np.ascontiguousarray(np.asarray(audio, np.float32)).tobytes())
+    return digest.hexdigest()
+
+
+class EncoderStatesCache:
+    """Folder of ``<sha256>.npy`` frozen-encoder states [T, D] (single-chunk clips)."""
+
+    def __init__(self, cache_dir: str):
+        self.cache_dir = cache_dir
+        os.makedirs(cache_dir, exist_ok=True)
+
+    def path(self, key: str) -> str:
+        return os.path.join(self.cache_dir, f"{key}.npy")
+
+    def get(self, audio: Any) -> np.ndarray | None:
+        path = self.path(clip_content_hash(audio))
+        return np.load(path) if os.path.exists(path) else None
+
+    def put(self, key: str, states: np.ndarray) -> None:
+        tmp = self.path(key) + f".tmp-{os.getpid()}.npy"
+        np.save(tmp, states.astype(np.float32))
+        os.replace(tmp, self.path(key))
+
+
+def precompute_encoder_states(model, processor, documents: Iterable[dict], cache_dir: str,
+                              batch_size: int = 8) -> int:
+    """Run the frozen encoder over every clip of ``documents`` once and cache its states; returns clips written.
+
+    Clips already cached are skipped (resumable). Multi-chunk clips (over the encoder window) are not cached and
+    are encoded at train time.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from modeling_salad.processing_salad import load_audio
+
+    cache = EncoderStatesCache(cache_dir)
+    device = next(model.parameters()).device
+    written, pending = 0, []
+
+    def flush():
+        nonlocal written
+        waves = [w for _, w in pending]
+        features = processor.extract_audio_features(waves)
+        if features["input_features"].shape[0] != len(waves):
+            pending.clear()
+            return
+        with torch.no_grad():
+            states, mask = model.encode_audio(features["input_features"].to(device),
+                                              features["input_features_mask"].to(device))
+        for (key, _), s, m in zip(pending, states, mask):
+            cache.put(key, s[m.bool()].float().cpu().numpy())
+            written += 1
+        pending.clear()
+
+    for doc in tqdm(documents, desc="encoder states", unit="doc"):
+        for span in doc["spans"]:
+            if span.get("audio") is None:
+                continue
+            key = clip_content_hash(span["audio"])
+            if os.path.exists(cache.path(key)):
+                continue
+            wave = load_audio(span["audio"], sampling_rate=16000)
+            if len(processor.extract_audio_features([wave])["input_features_mask"]) != 1:
+                continue  # multi-chunk clip
+            pending.append((key, wave))
+            if len(pending) >= batch_size:
+                flush()
+    if pending:
+        flush()
+    return written
+
+
+def build_training_dataset(data_args, text_replay_ratio: float, seed: int = 0):
+    """Training documents from ``DataArguments``: speech sources + span sets + replay, mixed."""
+    speech = []
+    for source in data_args.speech_datasets or []:
+        speech.append(load_speech_documents(
+            source, data_args.speech_split, data_args.speech_config, data_args.streaming, data_args.text_column,
+            data_args.audio_column, data_args.group_column, data_args.order_column,
+            data_args.utterances_per_document, data_args.max_documents))
+    for source in data_args.span_datasets or []:
+        speech.append(load_speech_documents(
+            source, data_args.speech_split, None, data_args.streaming, "text", "audio", "doc_id", "span_index",
+            None, data_args.max_documents))
+    if data_args.tiny_documents:
+        from .tiny import tiny_documents
+
+        docs = tiny_documents(data_args.tiny_documents, seed=seed)
+        rows = [{"id": d["id"], "spans": [{"text": s["text"], "audio": _encoded(s["audio"])} for s in d["spans"]],
+                 "replay": False} for d in docs]
+        speech.append(documents_to_dataset(lambda: iter(rows), streaming=False))
+    replay = None
+    if data_args.replay_dataset:
+        replay = load_replay_documents(data_args.replay_dataset, data_args.replay_split,
+                                       data_args.replay_text_column, data_args.streaming, data_args.max_documents,
+                                       data_args.replay_config)
+    return mix_sources(speech, replay, text_replay_ratio if replay is not None else 0.0, seed)
