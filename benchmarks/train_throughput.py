@@ -24,7 +24,6 @@ import resource
 import shlex
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -536,6 +535,10 @@ def parse_args(argv=None):
             or args.grad_ckpt_every < 1 or args.distinct_batches < 1):
         parser.error("need --seq-len >= 64, --batch >= 1, --steps >= 1, --warmup >= 0, --kd-chunk >= 0, "
                      "--grad-ckpt-every >= 1, --distinct-batches >= 1")
+    if args.compile and args.warmup < args.distinct_batches:
+        print(f"# --compile: warmup raised to {args.distinct_batches} so every batch shape compiles before timing",
+              file=sys.stderr)
+        args.warmup = args.distinct_batches
     if args.fsdp_cpu_offload and not args.fsdp:
         parser.error("--fsdp-cpu-offload needs --fsdp")
     return args

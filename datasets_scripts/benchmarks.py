@@ -151,12 +151,11 @@ def load_bigbench_task(path, task_name: str | None = None) -> list[dict]:
 
 
 def _load_spoken_folder(folder: Path, split: str | None) -> list[dict]:
-    import datasets
     from datasets import Audio
 
-    from .span_docs import decode_audio
+    from .span_docs import decode_audio, load_folder_or_hub
 
-    ds = datasets.load_dataset(str(folder), split=split or "train")
+    ds = load_folder_or_hub(str(folder), split or "train")
     for column in ("audio", "context_audio"):
         if column in ds.column_names:
             ds = ds.cast_column(column, Audio(decode=False))

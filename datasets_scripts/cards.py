@@ -60,7 +60,8 @@ def collect_statistics(output_dir) -> dict:
             "synth_hours": round(sum(r["synth_seconds"] for r in records) / 3600, 4),
             "skipped": dict(skipped), "kept_as_text": sum(r.get("kept_as_text", 0) for r in records),
             "voices": dict(voices.most_common()), "mean_cer": round(float(np.mean(cers)), 4) if cers else None,
-            "cer_clips": len(cers), "finished_shards": shards}
+            "cer_clips": len(cers), "finished_shards": shards,
+            "num_bytes": sum(os.path.getsize(p) for p in glob.glob(os.path.join(output_dir, "data", "train-*.parquet")))}
 
 
 def render_dataset_card(context: dict) -> str:
@@ -84,8 +85,12 @@ def write_dataset_card(output_dir, features, card_context: dict, run_config: dic
         "tags": ["synthetic-speech", "salad", "tts"] + card_context.get("tags", []),
         "pretty_name": card_context.get("pretty_name", Path(output_dir).resolve().name),
         "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
+        # sizes also keep `datasets`' local cache apart: its key for a folder with YAML configs is derived from
+        # this card metadata, not from the files' mtimes, so two same-named folders could otherwise collide
         "dataset_info": {"features": [_feature_yaml(n, f) for n, f in features.items()],
-                         "splits": [{"name": "train", "num_examples": stats["rows"]}]},
+                         "splits": [{"name": "train", "num_bytes": stats["num_bytes"],
+                                     "num_examples": stats["rows"]}],
+                         "download_size": stats["num_bytes"], "dataset_size": stats["num_bytes"]},
     }
     context = {"front_matter": yaml.safe_dump(header, sort_keys=False, allow_unicode=True).strip(),
                "title": card_context.get("title", header["pretty_name"]), "stats": stats, "sources": sources,

@@ -10,6 +10,7 @@ Parquet files are written with pyarrow and carry the `datasets` features in thei
 
 from __future__ import annotations
 
+import glob
 import io
 import os
 from pathlib import Path
@@ -103,7 +104,7 @@ def _rows_from(source, split: str) -> Iterable[dict]:
                 raise ValueError(f"Unsupported span dataset file {path} (use parquet or JSONL)")
             source = datasets.load_dataset(kind, data_files=str(path), split="train")
         else:
-            source = datasets.load_dataset(str(source), split=split)
+            source = load_folder_or_hub(str(source), split)
     if isinstance(source, datasets.DatasetDict):
         if split not in source:
             raise ValueError(f"Split {split!r} not found; available: {list(source)}")
@@ -113,6 +114,17 @@ def _rows_from(source, split: str) -> Iterable[dict]:
             if isinstance(feature, Audio) and feature.decode:
                 source = source.cast_column(name, Audio(decode=False))
     return source
+
+
+def load_folder_or_hub(source: str, split: str = "train"):
+    """A salad-synth folder (its data/<split>-*.parquet parts, read with the parquet builder, whose cache key
+    follows the files' mtimes) or anything else `datasets.load_dataset` reads (Hub id, other folders)."""
+    import datasets
+
+    parts = sorted(glob.glob(os.path.join(source, "data", f"{split}-*.parquet")))
+    if parts:
+        return datasets.load_dataset("parquet", data_files=parts, split="train")
+    return datasets.load_dataset(source, split=split)
 
 
 def iter_span_documents(source, *, split: str = "train", group_column: str = "doc_id",

@@ -110,10 +110,11 @@ class StopAfter(TrainerCallback):
             control.should_training_stop = True
 
 
-def test_resume_equals_straight_run(tmp_path, dataset):
+@pytest.mark.parametrize("trainable", ["adapter+llm", "adapter+lora"])
+def test_resume_equals_straight_run(tmp_path, dataset, trainable):
     def run(out, resume=None, stop_after=None):
         model, processor = build_tiny_salad()
-        args = make_args(tmp_path, output_dir=str(out), trainable="adapter+llm", max_steps=4,
+        args = make_args(tmp_path, output_dir=str(out), trainable=trainable, lora_r=4, max_steps=4,
                          save_strategy="steps", save_steps=2, lr_scheduler_type="linear")
         trainer = DistillationTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
                                       callbacks=[StopAfter(stop_after)] if stop_after else None)
@@ -125,6 +126,56 @@ def test_resume_equals_straight_run(tmp_path, dataset):
     resumed = run(tmp_path / "c", resume=str(tmp_path / "b" / "checkpoint-2"))
     for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+    # the saved checkpoint is plain full weights (LoRA merged) that reproduce the trained student
+    from transformers import AutoModel
+
+    loaded = AutoModel.from_pretrained(tmp_path / "c" / "checkpoint-4", trust_remote_code=True).eval()
+    assert not any("lora_" in k for k in loaded.state_dict())
+    ids = torch.tensor([[5, 70, 80, 90, 100, 33]])
+    resumed.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, resumed(input_ids=ids).logits, rtol=1e-4, atol=1e-5)
+
+
+def test_teacher_from_a_path_must_share_the_tokenizer(tmp_path, dataset):
+    model, processor = build_tiny_salad()
+    teacher_dir = tmp_path / "teacher"
+    model.language_model.save_pretrained(teacher_dir)
+    processor.tokenizer.save_pretrained(teacher_dir)
+    trainer = DistillationTrainer(model=model, args=make_args(tmp_path, trainable="adapter", teacher=str(teacher_dir)),
+                                  train_dataset=dataset, processing_class=processor)
+    assert trainer.teacher_mode == str(teacher_dir) and trainer.teacher_model is not None
+    other_model, other_processor = build_tiny_salad(seed=1)
+    other_processor.tokenizer.add_tokens(["zzzz"])
+    bad_dir = tmp_path / "bad"
+    other_model.language_model.save_pretrained(bad_dir)
+    # swap two token ids: same size, different mapping
+    vocab = other_processor.tokenizer.backend_tokenizer
+    from tokenizers import Tokenizer
+    import json as _json
+    spec = _json.loads(vocab.to_str())
+    v = spec["model"]["vocab"]
+    a, b = list(v)[:2]
+    v[a], v[b] = v[b], v[a]
+    other_processor.tokenizer._tokenizer = Tokenizer.from_str(_json.dumps(spec))
+    other_processor.tokenizer.save_pretrained(bad_dir)
+    with pytest.raises(ValueError, match="tokenizer"):
+        DistillationTrainer(model=build_tiny_salad()[0], args=make_args(tmp_path, trainable="adapter",
+                                                                         teacher=str(bad_dir)),
+                            train_dataset=dataset, processing_class=processor)
+
+
+def test_diagnostics_are_zero_for_identical_models_and_positive_for_speech(dataset):
+    from trainers.diagnostics import forgetting, misalignment
+    from trainers.tiny import tiny_documents
+
+    model, processor = build_tiny_salad()
+    docs = tiny_documents(3)
+    assert forgetting(model, model.language_model, processor, docs) == pytest.approx(0.0, abs=1e-6)
+    assert forgetting(model, build_tiny_salad(seed=1)[0].language_model, processor, docs) > 0
+    assert misalignment(model, processor, docs) > 0
+    with pytest.raises(ValueError, match="spoken"):
+        misalignment(model, processor, ["only text here"])
 
 
 def test_invalid_teacher_combinations_are_refused(tmp_path):
