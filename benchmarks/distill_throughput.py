@@ -119,8 +119,10 @@ def run_loss(args) -> dict:
     device = torch.device(args.device)
     dtype = getattr(torch, args.loss_dtype)
     g = torch.Generator(device="cpu").manual_seed(0)
-    student = (torch.randn(args.loss_positions, args.loss_vocab, generator=g) * 2).to(device, dtype).requires_grad_()
-    teacher = (torch.randn(args.loss_positions, args.loss_vocab, generator=g) * 2).to(device, dtype)
+    # generated directly in the target dtype, so no float32 temporaries inflate the baseline peak
+    student = torch.randn(args.loss_positions, args.loss_vocab, generator=g, dtype=dtype).mul_(2).to(device)
+    teacher = torch.randn(args.loss_positions, args.loss_vocab, generator=g, dtype=dtype).mul_(2).to(device)
+    student.requires_grad_()
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

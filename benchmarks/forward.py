@@ -9,6 +9,7 @@ both `audio_padding` modes. Prints a markdown table and writes it into benchmark
 """
 
 import argparse
+import os
 import platform
 import resource
 import statistics
@@ -83,7 +84,9 @@ def to_markdown(rows, args, command: str) -> str:
         f"Model: SmolLM2-135M-Instruct + Whisper tiny.en encoder + `{args.adapter_type}` adapter (fp32), "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}. "
         f"Median of {args.repeats} runs after a warm-up; generate = prefill + {args.new_tokens} greedy tokens with "
-        "KV cache. Peak RSS is the process maximum so far (rows run in table order).", "",
+        "KV cache. Peak RSS is the process maximum so far (rows run in table order). "
+        f"Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other jobs share the CPU; "
+        "latencies scale with it).", "",
         "| audio_padding | audio (s) | prompt tokens | audio tokens | forward (s) | forward per audio s | "
         f"generate {args.new_tokens} tok (s) | peak RSS (MB) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",

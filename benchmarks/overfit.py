@@ -21,6 +21,7 @@ def main(argv=None):
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--adapter_learning_rate", type=float, default=3e-3)
     parser.add_argument("--output_dir", default="/tmp/salad-overfit")
+    parser.add_argument("--stop_at_target", action="store_true", help="stop once kd_loss fell by >= 80 %%")
     args = parser.parse_args(argv)
 
     import torch
@@ -39,7 +40,16 @@ def main(argv=None):
         lr_scheduler_type="constant", trainable=args.trainable, logging_steps=1, save_strategy="no",
         report_to="none", use_cpu=True, bf16=False, max_length=256, kd_chunk_size=256, disable_tqdm=True,
         speech_policy="all", seed=0)
-    trainer = DistillationTrainer(model=model, args=config, train_dataset=dataset, processing_class=processor)
+    from transformers import TrainerCallback
+
+    class StopAtTarget(TrainerCallback):
+        def on_log(self, args_, state, control, logs=None, **kwargs):
+            kd = [h["kd_loss"] for h in state.log_history if "kd_loss" in h]
+            if kd and kd[-1] <= 0.2 * kd[0]:
+                control.should_training_stop = True
+
+    trainer = DistillationTrainer(model=model, args=config, train_dataset=dataset, processing_class=processor,
+                                  callbacks=[StopAtTarget()] if args.stop_at_target else None)
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start

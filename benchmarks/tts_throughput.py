@@ -100,35 +100,51 @@ def run_throughput(args) -> None:
     write_section("TTS throughput (CPU)", body)
 
 
+def _cer_folder(work: Path, spec: str) -> Path:
+    return work / ("cer-" + re.sub(r"[^A-Za-z0-9]+", "-", spec))
+
+
+def _cer_argv(source: Path, out: Path, spec: str, whisper: str | None) -> list[str]:
+    return ["--input", str(source), "--output", str(out), "--tts", spec, "--cer-check"] + (
+        [whisper] if whisper else []) + ["--overwrite", "--quiet", "--source-license", "apache-2.0"]
+
+
 def run_cer(args) -> None:
+    """Synthesize + CER-check each voice (unless --report-only), then rebuild the RESULTS.md section from every
+    finished voice folder, so voices may run as separate processes."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
     from datasets_scripts.synth_cli import main as synth_main
 
     rows = bigbench_questions(args.rows)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     source = work / "bigbench_questions.jsonl"
-    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if not source.exists():
+        source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if not args.report_only:
+        for spec in args.voices:
+            if synth_main(_cer_argv(source, _cer_folder(work, spec), spec, args.whisper)) != 0:
+                sys.exit(f"salad-synth failed for {spec}")
     lines = ["| voice | rows | mean CER | median CER | rows with CER = 0 | rows with CER > 0.3 | command |",
              "|---|---|---|---|---|---|---|"]
-    for spec in args.voices:
-        out = work / ("cer-" + re.sub(r"[^A-Za-z0-9]+", "-", spec))
-        argv = ["--input", str(source), "--output", str(out), "--tts", spec, "--cer-check"] + (
-            [args.whisper] if args.whisper else []) + ["--overwrite", "--quiet", "--source-license", "apache-2.0"]
-        if synth_main(argv) != 0:
-            sys.exit(f"salad-synth failed for {spec}")
-        import pyarrow.parquet as pq
-        import numpy as np
-
+    for spec in dict.fromkeys(list(CER_VOICES) + list(args.voices)):
+        out = _cer_folder(work, spec)
+        if not list(out.glob(".salad-synth/shard-*/done.json")):
+            continue
         cers = np.array([c for part in sorted((out / "data").glob("*.parquet"))
                          for c in pq.read_table(part, columns=["cer"]).column("cer").to_pylist()])
+        argv = _cer_argv(source, out, spec, args.whisper)
         command = "salad-synth " + " ".join(shlex.quote(a) for a in argv).replace(str(REPO) + "/", "")
         lines.append(f"| `{spec}` | {len(cers)} | {cers.mean():.3f} | {np.median(cers):.3f} | "
                      f"{(cers == 0).mean():.0%} | {(cers > 0.3).mean():.0%} | `{command}` |")
         print(lines[-1], flush=True)
-    body = (f"Command: `{args.command_line}`\n\n{len(rows)} short English BIG-bench questions "
-            f"({', '.join(TASKS)}; Apache-2.0) synthesized with `salad-synth`, each clip transcribed by Whisper "
-            "tiny.en (greedy) and scored with jiwer CER after Whisper's English normalizer. Goal: mean CER <= 0.10.\n\n"
-            + "\n".join(lines))
+    body = (f"Command: `python benchmarks/tts_throughput.py cer` (voices may also run one by one with "
+            f"`--voices SPEC`; the table is rebuilt from every finished voice folder)\n\n{len(rows)} short English "
+            f"BIG-bench questions ({', '.join(TASKS)}; Apache-2.0) synthesized with `salad-synth`, each clip "
+            "transcribed by the embedded Whisper tiny.en (greedy) and scored with jiwer CER after Whisper's English "
+            "normalizer. Goal: mean CER <= 0.10.\n\n" + "\n".join(lines))
     write_section("Synthetic speech CER", body)
 
 
@@ -138,6 +154,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None, help="texts per run (throughput 24, cer 200)")
     parser.add_argument("--voices", nargs="+", default=None)
     parser.add_argument("--whisper", default=None, help="Whisper model folder (default: the embedded tiny.en)")
+    parser.add_argument("--report-only", action="store_true", help="cer: only rebuild the table")
     parser.add_argument("--workdir", default=str(REPO / ".cache" / "tts-cer"))
     args = parser.parse_args()
     args.command_line = "python benchmarks/tts_throughput.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])

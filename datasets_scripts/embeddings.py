@@ -169,7 +169,7 @@ class TextEmbedder:
 
     def __init__(self, model: str = "minilm", pooling: str | None = None, device: str | None = None,
                  batch_size: int = 64, max_length: int | None = None, cache_dir: str | os.PathLike | None = None,
-                 prefix: str = "", flush_every: int = 50000, normalize: bool = True):
+                 prefix: str = "", flush_every: int = 2048, normalize: bool = True):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.load_from, self.model_id, self.pooling = resolve_embedding_model(model, pooling)

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the 95%% intervals.")
     parser.add_argument("--seed", type=int, default=0, help="Bootstrap seed.")
     parser.add_argument("--generate-show-choices", action="store_true", help="generate mode: list the options.")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on an oversubscribed machine).")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu).")
     parser.add_argument("--output", required=True, help="Output folder (may exist; only our files are written).")
     parser.add_argument("--label", help="Label of this run in plots (default: the model folder name).")
@@ -156,11 +157,16 @@ def write_results(output: Path, results: dict) -> None:
 def run_eval(args) -> dict:
     import torch
 
-    from .benchmark_sources import load_benchmark
+    from .benchmark_sources import load_benchmark, prefetch_bigbench
     from .cascade import WhisperASR
 
     modes = parse_modes(args.modes)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}.")
+        torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    prefetch_bigbench([spec.split(":", 1)[1] for spec in args.benchmark if spec.startswith("bigbench:")])
     benchmarks = [load_benchmark(spec, args.split, args.fewshot_file) for spec in args.benchmark]
     names = [b.name for b in benchmarks]
     if len(set(names)) != len(names):

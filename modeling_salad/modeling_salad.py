@@ -208,14 +208,15 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
 
     # ----------------------------------------------------------------- audio path
     def _check_audio_pair(self, values, mask, names):
+        """Validate a (values, mask) pair; a missing mask means every frame/sample is real."""
         if values is None:
             raise ValueError(f"`{names[0]}` is required.")
         if mask is None:
-            raise ValueError(f"`{names[1]}` is required with `{names[0]}` (it marks the real length of each chunk).")
+            return torch.ones(values.shape[0], values.shape[-1] if names[0] == "input_features" else values.shape[1],
+                              dtype=torch.long, device=values.device)
         if values.shape[0] != mask.shape[0]:
-            raise ValueError(
-                f"`{names[0]}` has {values.shape[0]} chunks but `{names[1]}` has {mask.shape[0]}."
-            )
+            raise ValueError(f"`{names[0]}` has {values.shape[0]} chunks but `{names[1]}` has {mask.shape[0]}.")
+        return mask
 
     def _encode_whisper(self, input_features: torch.Tensor, input_features_mask: torch.Tensor):
         tower = self.audio_tower
@@ -271,7 +272,9 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
 
     def encode_audio(self, input_features: torch.Tensor, input_features_mask: torch.Tensor):
         """Frozen encoder only. Returns `(states [N, T, C], mask [N, T])`, mask True on frames of the real length."""
-        self._check_audio_pair(input_features, input_features_mask, ("input_features", "input_features_mask"))
+        input_features_mask = self._check_audio_pair(
+            input_features, input_features_mask, ("input_features", "input_features_mask")
+        )
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.audio_tower.parameters())
         with torch.set_grad_enabled(needs_grad):
             if self.config.audio_encoder_type == "whisper":
@@ -287,7 +290,9 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
     ) -> torch.Tensor:
         """Adapter outputs of the real frames only, flat in chunk order: `[sum of placeholders, D]`."""
         if audio_encoder_states is not None:
-            self._check_audio_pair(audio_encoder_states, audio_encoder_mask, ("audio_encoder_states", "audio_encoder_mask"))
+            audio_encoder_mask = self._check_audio_pair(
+                audio_encoder_states, audio_encoder_mask, ("audio_encoder_states", "audio_encoder_mask")
+            )
             states, frame_mask = audio_encoder_states, audio_encoder_mask.bool()
         else:
             states, frame_mask = self.encode_audio(input_features, input_features_mask)

@@ -36,3 +36,32 @@ def test_tiny_config_trains_logs_diagnostics_and_saves_a_loadable_model(tmp_path
 def test_unknown_model_source_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="model_name_or_path"):
         main(["trainers/configs/tiny.yaml", "--tiny_random", "false", "--output_dir", str(tmp_path)])
+
+
+def test_natural_speech_rows_become_ordered_span_documents(tmp_path):
+    import datasets
+    import numpy as np
+
+    from datasets_scripts.span_docs import encode_audio
+    from trainers.data import iter_utterance_documents, load_speech_documents, mix_sources, load_replay_documents
+
+    tone = np.sin(np.arange(1600) / 5).astype(np.float32) * 0.3
+    rows = [{"book": b, "start": s, "text": f"{b} utterance {s}", "audio": encode_audio(tone)}
+            for b in ("b1", "b2") for s in (3, 1, 2)]
+    docs = list(iter_utterance_documents(rows, group_column="book", order_column="start", utterances_per_document=2))
+    assert [d["id"] for d in docs] == ["b1-0", "b1-1", "b2-0", "b2-1"]
+    assert [s["text"] for s in docs[0]["spans"]] == ["b1 utterance 1", "b1 utterance 2"]
+    assert docs[0]["spans"][0]["audio"]["bytes"] and not docs[0]["replay"]
+    with pytest.raises(ValueError, match="contiguous"):
+        list(iter_utterance_documents(rows + rows[:1], group_column="book", order_column="start"))
+
+    path = tmp_path / "speech.parquet"
+    ds = datasets.Dataset.from_list(rows).cast_column("audio", datasets.Audio(sampling_rate=16000))
+    ds.to_parquet(str(path))
+    speech = load_speech_documents(str(path), group_column="book", order_column="start", utterances_per_document=3)
+    assert len(speech) == 2 and len(speech[0]["spans"]) == 3
+    replay_path = tmp_path / "replay.jsonl"
+    replay_path.write_text("\n".join(f'{{"text": "replay {i}"}}' for i in range(40)))
+    replay = load_replay_documents(str(replay_path))
+    mixed = mix_sources([speech], replay, text_replay_ratio=0.5, seed=0)
+    assert any(r["replay"] for r in mixed) and any(not r["replay"] for r in mixed)

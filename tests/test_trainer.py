@@ -24,7 +24,7 @@ def make_args(tmp_path, **overrides):
     values = dict(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=2, logging_steps=1,
                   report_to="none", save_strategy="no", learning_rate=1e-2, adapter_learning_rate=2e-2,
                   max_length=128, kd_chunk_size=16, seed=0, lr_scheduler_type="constant",
-                  dataloader_num_workers=0, disable_tqdm=True, use_cpu=True)
+                  dataloader_num_workers=0, disable_tqdm=True, use_cpu=True, bf16=False)
     values.update(overrides)
     return DistillationConfig(**values)
 
