@@ -163,7 +163,7 @@ def main(argv=None):
     parser.add_argument("--loss_vocab", type=int, default=152064)
     parser.add_argument("--loss_positions", type=int, default=2048)
     parser.add_argument("--loss_dtype", default="bfloat16")
-    parser.add_argument("--loss_chunk", type=int, default=256)
+    parser.add_argument("--loss_chunk", type=int, default=64)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     if args.child:

@@ -30,6 +30,8 @@ ADAPTER_KWARGS = (
     "stack_factor",
     "audio_padding",
     "max_audio_seconds",
+    "adapter_num_key_value_heads",
+    "bridge_max_pieces",
 )
 
 
@@ -40,9 +42,30 @@ def add_audio_token(tokenizer, audio_token: str = AUDIO_TOKEN) -> int:
     return tokenizer.convert_tokens_to_ids(audio_token)
 
 
-def _load_audio_tower(audio_encoder, audio_config, dtype):
-    """The encoder module of a WhisperModel/WhisperForConditionalGeneration or MimiModel folder, pretrained."""
+def vocabulary_bridge(whisper_tokenizer, llm_tokenizer, vocab_size: int, max_pieces: int = 4):
+    """For every Whisper token id: the LLM token ids of its text (at most `max_pieces`) and their count.
+
+    Special tokens (and ids past the Whisper tokenizer) map to nothing (count 0).
+    """
+    special = set(whisper_tokenizer.all_special_ids)
+    texts = [whisper_tokenizer.decode([i]) if i < len(whisper_tokenizer) and i not in special else ""
+             for i in range(vocab_size)]
+    encoded = llm_tokenizer(texts, add_special_tokens=False)["input_ids"]
+    ids = torch.zeros(vocab_size, max_pieces, dtype=torch.long)
+    counts = torch.zeros(vocab_size, dtype=torch.long)
+    for i, pieces in enumerate(encoded):
+        pieces = pieces[:max_pieces]
+        ids[i, : len(pieces)] = torch.tensor(pieces, dtype=torch.long)
+        counts[i] = len(pieces)
+    return ids, counts
+
+
+def _load_audio_tower(audio_encoder, audio_config, dtype, keep_decoder: bool = False):
+    """The encoder module of a WhisperModel/WhisperForConditionalGeneration or MimiModel folder, pretrained
+    (the whole `WhisperModel` when `keep_decoder`, for the transcript adapter)."""
     full = AutoModel.from_pretrained(audio_encoder, dtype=dtype)
+    if keep_decoder:
+        return full.model if hasattr(full, "model") and not hasattr(full, "encoder") else full
     if audio_config.model_type == "whisper":
         return full.get_encoder() if hasattr(full, "get_encoder") else full.encoder
     return full.encoder
@@ -58,6 +81,7 @@ def make_processor(tokenizer, feature_extractor, config: SaladConfig) -> SaladPr
         tokenizer=tokenizer,
         chat_template=chat_template,
         stack_factor=config.stack_factor,
+        slot_states=config.adapter_type == "transcript",
         audio_padding=config.audio_padding,
         max_audio_seconds=config.max_audio_seconds,
         mimi_frame_samples=mimi_frame_samples,
@@ -101,9 +125,17 @@ def build_salad(text_model, audio_encoder, dtype=torch.float32, **adapter_kwargs
     with torch.device("meta"):
         model = SaladForCausalLM(config)
     model.language_model = language_model
-    model.audio_tower = _load_audio_tower(audio_encoder, audio_config, dtype)
+    transcript = config.adapter_type == "transcript"
+    model.audio_tower = _load_audio_tower(audio_encoder, audio_config, dtype, keep_decoder=transcript)
     model.multi_modal_projector = build_projector(config).to(dtype)
     model.multi_modal_projector.apply(model._init_weights)
+    if transcript:
+        projector = model.multi_modal_projector
+        projector.reset_correction()
+        ids, counts = vocabulary_bridge(AutoTokenizer.from_pretrained(audio_encoder), tokenizer,
+                                        audio_config.vocab_size, config.bridge_max_pieces)
+        projector.bridge_ids.copy_(ids)
+        projector.bridge_counts.copy_(counts)
     model.freeze_audio_tower()
     leftover = [name for name, p in model.named_parameters() if p.is_meta]
     if leftover:

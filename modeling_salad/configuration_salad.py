@@ -6,7 +6,7 @@ Remote-code safe: only transformers' public API, no import-time side effects.
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-ADAPTER_TYPES = ("transformer", "mlp")
+ADAPTER_TYPES = ("transformer", "mlp", "transcript")
 AUDIO_PADDING_MODES = ("window", "none")
 SUPPORTED_AUDIO_MODEL_TYPES = ("whisper", "mimi")
 
@@ -35,7 +35,10 @@ class SaladConfig(PreTrainedConfig):
             (its continuous pre-quantization latents are used, 12.5 frames/s).
         adapter_type (`str`, defaults to `"transformer"`):
             `"transformer"`: frame stacking, a linear input map and a small causal transformer (paper: 12 layers,
-            width 960); `"mlp"`: frame stacking + RMSNorm + SwiGLU projector (Ultravox).
+            width 960); `"mlp"`: frame stacking + RMSNorm + SwiGLU projector (Ultravox); `"transcript"` (Whisper
+            only): Whisper's own decoder reads the clip greedily and each recognized token fills one slot with the
+            LLM's embedding of its text plus a learned correction (see `transcript_adapter.py`); `stack_factor`
+            then sets the slot rate (encoder frames per slot: 10 = 5 slots per second).
         adapter_num_layers (`int`, defaults to 12): Layers of the transformer adapter.
         adapter_hidden_size (`int`, defaults to 960): Width of the adapter.
         adapter_intermediate_size (`int`, *optional*): FFN width of the transformer adapter (default 2.4 x width).
@@ -48,6 +51,11 @@ class SaladConfig(PreTrainedConfig):
             Whisper only. `"window"`: every chunk is padded to the encoder's 30 s window (as pretrained) and only
             the output frames of the real length are kept; `"none"`: the encoder runs on the real length only.
         max_audio_seconds (`float`, defaults to 600): Longest clip the processor accepts (longer raises).
+        adapter_num_key_value_heads (`int`, *optional*): KV heads of the transformer adapter (paper: 5; default =
+            attention heads).
+        bridge_max_pieces (`int`, defaults to 4): Transcript adapter: LLM tokens averaged per Whisper token.
+        transcript_prompt_ids (`list[int]`, *optional*): Transcript adapter: the Whisper decoder prompt (default:
+            start-of-transcript + no-timestamps of an English-only Whisper).
     """
 
     model_type = "salad"
@@ -71,6 +79,9 @@ class SaladConfig(PreTrainedConfig):
         base_text_model: str | None = None,
         audio_padding: str = "window",
         max_audio_seconds: float = 600.0,
+        adapter_num_key_value_heads: int | None = None,
+        bridge_max_pieces: int = 4,
+        transcript_prompt_ids: list[int] | None = None,
         **kwargs,
     ):
         self.text_config = _as_config(text_config, "llama", "text_config")
@@ -84,6 +95,12 @@ class SaladConfig(PreTrainedConfig):
             raise ValueError(f"adapter_type must be one of {ADAPTER_TYPES}, got {adapter_type!r}.")
         if audio_padding not in AUDIO_PADDING_MODES:
             raise ValueError(f"audio_padding must be one of {AUDIO_PADDING_MODES}, got {audio_padding!r}.")
+        if adapter_type == "transcript":
+            if self.audio_config.model_type != "whisper" or audio_padding != "window":
+                raise ValueError("adapter_type='transcript' needs a Whisper audio_config and audio_padding='window' "
+                                 "(Whisper's decoder reads the padded 30 s window it was trained on).")
+            if stack_factor is None:
+                stack_factor = 10
         if stack_factor is None:
             stack_factor = 1 if self.audio_config.model_type == "mimi" else 4
         if int(stack_factor) < 1:
@@ -106,6 +123,22 @@ class SaladConfig(PreTrainedConfig):
         self.base_text_model = base_text_model
         self.audio_padding = audio_padding
         self.max_audio_seconds = float(max_audio_seconds)
+        self.adapter_num_key_value_heads = int(adapter_num_key_value_heads or self.adapter_num_attention_heads)
+        if self.adapter_num_attention_heads % self.adapter_num_key_value_heads:
+            raise ValueError("adapter_num_attention_heads must be divisible by adapter_num_key_value_heads.")
+        if int(bridge_max_pieces) < 1:
+            raise ValueError(f"bridge_max_pieces must be >= 1, got {bridge_max_pieces}.")
+        self.bridge_max_pieces = int(bridge_max_pieces)
+        if transcript_prompt_ids is None and adapter_type == "transcript":
+            start = getattr(self.audio_config, "decoder_start_token_id", 50257)
+            transcript_prompt_ids = [start, 50362] if start == 50257 else [start, 50259, 50359, 50363]
+        self.transcript_prompt_ids = list(transcript_prompt_ids) if transcript_prompt_ids else None
+        if adapter_type == "transcript":
+            most_slots = -(-self.audio_config.max_source_positions // self.stack_factor)
+            room = self.audio_config.max_target_positions - len(self.transcript_prompt_ids)
+            if most_slots > room:
+                raise ValueError(f"stack_factor={self.stack_factor} gives {most_slots} slots per 30 s chunk, more "
+                                 f"than the Whisper decoder can emit ({room}); raise stack_factor.")
         kwargs.setdefault("tie_word_embeddings", getattr(self.text_config, "tie_word_embeddings", False))
         super().__init__(**kwargs)
 

@@ -18,10 +18,12 @@ from transformers import (
     LlamaConfig,
     LlamaModel,
     PreTrainedModel,
+    WhisperModel,
 )
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from .configuration_salad import SaladConfig
+from .transcript_adapter import SaladTranscriptProjector, greedy_decode_slots, pack_slot_states, transcript_slots
 
 
 def whisper_encoder_frames(num_mel_frames):
@@ -106,7 +108,7 @@ class SaladTransformerProjector(nn.Module):
             intermediate_size=config.adapter_intermediate_size,
             num_hidden_layers=config.adapter_num_layers,
             num_attention_heads=config.adapter_num_attention_heads,
-            num_key_value_heads=config.adapter_num_attention_heads,
+            num_key_value_heads=getattr(config, "adapter_num_key_value_heads", config.adapter_num_attention_heads),
             max_position_embeddings=4096,
             initializer_range=getattr(config.text_config, "initializer_range", 0.02),
             bos_token_id=None,
@@ -126,10 +128,14 @@ class SaladTransformerProjector(nn.Module):
 
 
 def build_projector(config: SaladConfig) -> nn.Module:
+    if config.adapter_type == "transcript":
+        return SaladTranscriptProjector(config)
     return SaladTransformerProjector(config) if config.adapter_type == "transformer" else SaladMLPProjector(config)
 
 
 def build_audio_tower(config: SaladConfig) -> nn.Module:
+    if config.adapter_type == "transcript":  # the decoder reads the clip too
+        return WhisperModel(config.audio_config)
     if config.audio_encoder_type == "whisper":
         return WhisperEncoder(config.audio_config)
     return AutoModel.from_config(config.audio_config.encoder_config)
@@ -159,6 +165,8 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.freeze_audio_tower()
         self.post_init()
+        if config.adapter_type == "transcript":
+            self.multi_modal_projector.reset_correction()
 
     # ----------------------------------------------------------------- plumbing
     def freeze_audio_tower(self):
@@ -218,8 +226,12 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
             raise ValueError(f"`{names[0]}` has {values.shape[0]} chunks but `{names[1]}` has {mask.shape[0]}.")
         return mask
 
+    @property
+    def whisper_encoder(self) -> nn.Module:
+        return self.audio_tower.encoder if self.config.adapter_type == "transcript" else self.audio_tower
+
     def _encode_whisper(self, input_features: torch.Tensor, input_features_mask: torch.Tensor):
-        tower = self.audio_tower
+        tower = self.whisper_encoder
         mel_mask = input_features_mask.bool()
         out_lengths = whisper_encoder_frames(mel_mask.sum(-1))
         features = input_features.to(tower.conv1.weight.dtype)
@@ -238,7 +250,7 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
 
     def _run_whisper_unpadded(self, features, mel_mask, out_lengths):
         """Whisper encoder on the real length: zero padding like a lone chunk, key-padding mask in attention."""
-        tower = self.audio_tower
+        tower = self.whisper_encoder
         keep = mel_mask[:, None, :].to(features.dtype)
         hidden = nn.functional.gelu(tower.conv1(features * keep)) * keep
         hidden = nn.functional.gelu(tower.conv2(hidden)).permute(0, 2, 1)
@@ -277,9 +289,22 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
         )
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.audio_tower.parameters())
         with torch.set_grad_enabled(needs_grad):
+            if self.config.adapter_type == "transcript":
+                return self._transcribe_slots(input_features, input_features_mask)
             if self.config.audio_encoder_type == "whisper":
                 return self._encode_whisper(input_features, input_features_mask)
             return self._encode_mimi(input_features, input_features_mask)
+
+    def _transcribe_slots(self, input_features: torch.Tensor, input_features_mask: torch.Tensor):
+        """Transcript adapter: slot states `[N, S, C + 1]` (decoder state + token id + 1) and slot mask `[N, S]`."""
+        states, frame_mask = self._encode_whisper(input_features, input_features_mask)
+        config = self.config
+        max_slots = config.audio_config.max_target_positions - len(config.transcript_prompt_ids)
+        num_slots = transcript_slots(frame_mask.sum(-1), config.stack_factor, max_slots)
+        hidden, token_ids = greedy_decode_slots(self.audio_tower, states, num_slots, config.transcript_prompt_ids,
+                                                config.audio_config.eos_token_id)
+        slot_mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < num_slots[:, None]
+        return pack_slot_states(hidden, token_ids), slot_mask
 
     def get_audio_features(
         self,
@@ -296,6 +321,9 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
             states, frame_mask = audio_encoder_states, audio_encoder_mask.bool()
         else:
             states, frame_mask = self.encode_audio(input_features, input_features_mask)
+        if self.config.adapter_type == "transcript":  # slot states are already one row per placeholder
+            slot_mask = frame_mask.bool()
+            return self.multi_modal_projector(states, slot_mask, self.get_input_embeddings())[slot_mask]
         projector_dtype = next(self.multi_modal_projector.parameters()).dtype
         stacked, token_mask = stack_frames(states.to(projector_dtype), frame_mask, self.config.stack_factor)
         projected = self.multi_modal_projector(stacked, token_mask)

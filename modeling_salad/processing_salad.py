@@ -160,6 +160,8 @@ class SaladProcessor(ProcessorMixin):
         audio_padding: `"window"` (30 s window as pretrained) or `"none"` (real length), as the model config.
         chunk_seconds: Whisper chunk length. max_audio_seconds: longest clip accepted (longer raises).
         mimi_frame_samples: Mimi samples per latent frame at the feature extractor's rate (1920 = 24 kHz / 12.5 Hz).
+        slot_states: True for the transcript adapter, whose precomputed states (`model.encode_audio`) already hold
+            one row per placeholder.
     """
 
     def __init__(
@@ -173,6 +175,7 @@ class SaladProcessor(ProcessorMixin):
         chunk_seconds: float = 30.0,
         max_audio_seconds: float = 600.0,
         mimi_frame_samples: int = 1920,
+        slot_states: bool = False,
         **kwargs,
     ):
         self.audio_token = audio_token
@@ -181,6 +184,7 @@ class SaladProcessor(ProcessorMixin):
         self.chunk_seconds = float(chunk_seconds)
         self.max_audio_seconds = float(max_audio_seconds)
         self.mimi_frame_samples = int(mimi_frame_samples)
+        self.slot_states = bool(slot_states)
         super().__init__(feature_extractor, tokenizer, chat_template=chat_template, **kwargs)
         if audio_token not in self.tokenizer.get_vocab():
             raise ValueError(f"The tokenizer has no {audio_token!r} token; add it as a special token first.")
@@ -215,6 +219,10 @@ class SaladProcessor(ProcessorMixin):
     def num_audio_tokens_from_frames(self, num_encoder_frames: int) -> int:
         """Placeholders for one chunk with `num_encoder_frames` real encoder frames."""
         return math.ceil(num_encoder_frames / self.stack_factor)
+
+    def num_audio_tokens_from_states(self, num_state_rows: int) -> int:
+        """Placeholders for one chunk given as precomputed states (`model.encode_audio` rows of the real length)."""
+        return int(num_state_rows) if self.slot_states else self.num_audio_tokens_from_frames(num_state_rows)
 
     def num_audio_tokens(self, num_samples_16k: int) -> int:
         """Placeholders a 16 kHz clip of `num_samples_16k` samples expands to (all its chunks)."""

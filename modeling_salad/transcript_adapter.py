@@ -48,9 +48,8 @@ def greedy_decode_slots(whisper, encoder_states: torch.Tensor, num_slots: torch.
     step_input = torch.tensor([prompt_ids], dtype=torch.long, device=device).expand(batch, -1)
     cache = None
     for step in range(max_slots):
-        out = decoder(input_ids=step_input, encoder_hidden_states=encoder_states, past_key_values=cache,
-                      use_cache=True)
-        cache = out.past_key_values
+        out = decoder(input_ids=step_input, encoder_hidden_states=encoder_states, cache=cache, use_cache=True)
+        cache = out.cache
         state = out.last_hidden_state[:, -1]
         logits = state.float() @ vocab.float().T
         logits[:, eos_token_id + 1:] = float("-inf")  # special and timestamp tokens are never content

@@ -68,8 +68,9 @@ def tiny_mimi_config():
 
 
 def make_tiny_salad(audio="whisper", adapter_type="mlp", audio_padding="window", stack_factor=None,
-                    adapter_num_layers=1, adapter_hidden_size=32, seed=0, tie=True):
-    """Random tiny `(SaladForCausalLM, SaladProcessor)`; deterministic for a given seed."""
+                    adapter_num_layers=1, adapter_hidden_size=32, seed=0, tie=True, **config_kwargs):
+    """Random tiny `(SaladForCausalLM, SaladProcessor)`; deterministic for a given seed. `config_kwargs` go to
+    `SaladConfig` (e.g. `transcript_prompt_ids`)."""
     from transformers import EncodecFeatureExtractor, WhisperFeatureExtractor
 
     from modeling_salad import SaladConfig, SaladForCausalLM
@@ -89,6 +90,7 @@ def make_tiny_salad(audio="whisper", adapter_type="mlp", audio_padding="window",
         audio_token_id=tokenizer.convert_tokens_to_ids(AUDIO_TOKEN),
         audio_padding=audio_padding,
         base_text_model="tiny-llama",
+        **config_kwargs,
     )
     model = SaladForCausalLM(config).eval()
     if audio == "whisper":

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from conftest import make_tiny_salad, sine
@@ -42,8 +43,11 @@ LOADER = textwrap.dedent(
 )
 
 
-def test_remote_code_round_trip(tmp_path):
-    model, processor = make_tiny_salad(adapter_type="transformer")
+@pytest.mark.parametrize("build", [dict(adapter_type="transformer"),
+                                   dict(adapter_type="transcript", stack_factor=25, transcript_prompt_ids=[2])],
+                         ids=["transformer", "transcript"])
+def test_remote_code_round_trip(tmp_path, build):
+    model, processor = make_tiny_salad(**build)
     folder = tmp_path / "salad-tiny"
     model.save_pretrained(folder)
     processor.save_pretrained(folder)

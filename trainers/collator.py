@@ -46,7 +46,7 @@ class SpanDocumentCollator:
 
     Args:
         processor: a ``SaladProcessor`` (needs ``.tokenizer``, ``.audio_token_id``, ``num_audio_tokens``,
-            ``num_audio_tokens_from_frames`` and ``extract_audio_features``).
+            ``num_audio_tokens_from_states`` and ``extract_audio_features``).
         max_length: truncate each document at a span boundary so both sides fit (None: no limit).
         padding_side: "right" or "left" (both sequences, positions are indices into the padded tensors).
         speech_policy: which spans with audio the student hears. "alternate" (paper: alternating speech and
@@ -141,7 +141,7 @@ class SpanDocumentCollator:
             states = np.asarray(audio["encoder_states"], dtype=np.float32)
             if states.ndim != 2 or states.shape[0] == 0:
                 raise ValueError(f"encoder_states must be a non-empty [T, D] array, got shape {states.shape}")
-            return states, int(self.processor.num_audio_tokens_from_frames(states.shape[0]))
+            return states, int(self.processor.num_audio_tokens_from_states(states.shape[0]))
         from modeling_salad.processing_salad import load_audio
 
         wave = load_audio(audio, sampling_rate=16000)  # a bare array is taken as 16 kHz

@@ -1,0 +1,145 @@
+"""Which packaged texts go where in the demo (never overlapping):
+
+* evaluation: BIG-bench multiple-choice tasks (`DemoPreset.eval_tasks`), short questions only; never trained on.
+* Stage I (narrow domain, narrative text): BIG-bench understanding_fables and minute_mysteries_qa stories (the
+  closing question stripped) and the "Context:" passages of the cosmosqa answer-generation subtask, cut at
+  sentence ends into documents of about `document_words` words. One part becomes speech/text span documents,
+  a disjoint part the text-only replay set.
+* Stage II (broad pool): every other BIG-bench task and OpenAI evals file (`datasets_scripts.text_pool`), with the
+  evaluation tasks and the narrative tasks (and tasks sharing their texts) excluded.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+from datasets_scripts.benchmarks import load_bigbench_task
+from datasets_scripts.tts import stable_hash
+
+from .corpora import bigbench_task
+from .presets import NARRATIVE_RELATED, NARRATIVE_TASKS
+
+_SENTENCE_SPLIT = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"']))\s+")
+_WS = re.compile(r"\s+")
+# Unicode punctuation flite/festival read badly -> ASCII
+_ASCII = str.maketrans({"“": '"', "”": '"', "‘": "'", "’": "'", "–": "-", "—": " - ", "…": "..."})
+
+
+def _clean(text: str) -> str:
+    return _WS.sub(" ", text.translate(_ASCII)).strip()
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE_SPLIT.split(_clean(text)) if s]
+
+
+def strip_final_question(story: str) -> str:
+    """A story without its closing question sentence(s) ("What is the moral of this story?")."""
+    sentences = _sentences(story)
+    while sentences and sentences[-1].rstrip("\"' ").endswith("?"):
+        sentences.pop()
+    return " ".join(sentences)
+
+
+def cosmosqa_context(example_input: str) -> str | None:
+    """The passage of a cosmosqa example: the text between "Context:" and "Question:"."""
+    match = re.search(r"Context:\s*(.*?)\s*Question:", example_input, flags=re.S)
+    if not match:
+        return None
+    # the cosmosqa passages are pre-tokenized ("it 's", "night ,"): rejoin punctuation for TTS and the LLM
+    text = re.sub(r"\s+([,.;:!?])", r"\1", match.group(1))
+    text = re.sub(r"\s+(n't|'s|'re|'ve|'m|'ll|'d)\b", r"\1", text)
+    return _clean(text)
+
+
+def chunk_sentences(text: str, words: int) -> list[str]:
+    """Consecutive sentences grouped into chunks of about `words` words (a long sentence is its own chunk)."""
+    chunks, current, count = [], [], 0
+    for sentence in _sentences(text):
+        n = len(sentence.split())
+        if current and count + n > words:
+            chunks.append(" ".join(current))
+            current, count = [], 0
+        current.append(sentence)
+        count += n
+    if current:
+        chunks.append(" ".join(current))
+    return chunks
+
+
+def _task_examples(task: str) -> list[dict]:
+    return json.loads(Path(bigbench_task(task)).read_text(encoding="utf-8"))["examples"]
+
+
+def narrative_stories() -> list[dict]:
+    """Every narrative text of the Stage I domain: {"id", "text", "source"} (stories of all three sources)."""
+    stories = []
+    for i, ex in enumerate(_task_examples("understanding_fables")):
+        stories.append({"id": f"fable-{i}", "text": strip_final_question(ex["input"]),
+                        "source": "bigbench/understanding_fables"})
+    for i, ex in enumerate(_task_examples("minute_mysteries_qa/multiplechoice")):
+        stories.append({"id": f"mystery-{i}", "text": strip_final_question(ex["input"]),
+                        "source": "bigbench/minute_mysteries_qa"})
+    seen = set()
+    for i, ex in enumerate(_task_examples("natural_instructions/subtask024_cosmosqa_answer_generation")):
+        context = cosmosqa_context(ex["input"])
+        if context and context not in seen:  # several questions share one passage
+            seen.add(context)
+            stories.append({"id": f"cosmosqa-{i}", "text": context,
+                            "source": "bigbench/natural_instructions/subtask024_cosmosqa_answer_generation"})
+    return [s for s in stories if len(s["text"].split()) >= 8]
+
+
+def narrative_documents(num_speech: int, num_replay: int, words: int, seed: int = 0) -> tuple[list, list]:
+    """(speech documents, replay documents): disjoint story chunks, drawn with a balanced mix of the sources.
+
+    Each source is shuffled (seeded) and chunked; documents are taken round-robin across sources so the narrow
+    domain keeps all three kinds of narrative even in a small run."""
+    by_source: dict[str, list[dict]] = {}
+    for story in narrative_stories():
+        by_source.setdefault(story["source"], []).append(story)
+    queues = []
+    for source in sorted(by_source):
+        stories = sorted(by_source[source], key=lambda s: stable_hash("story", seed, s["id"]))
+        docs = [{"id": f"{s['id']}-{k}", "text": chunk, "source": source}
+                for s in stories for k, chunk in enumerate(chunk_sentences(s["text"], words))
+                if len(chunk.split()) >= 8]
+        queues.append(docs)
+    wanted = num_speech + num_replay
+    picked = []
+    while len(picked) < wanted and any(queues):
+        for queue in queues:
+            if queue and len(picked) < wanted:
+                picked.append(queue.pop(0))
+    if len(picked) < wanted:
+        raise ValueError(f"the narrative sources give only {len(picked)} documents, {wanted} wanted")
+    random.Random(seed).shuffle(picked)
+    return picked[:num_speech], picked[num_speech:]
+
+
+def eval_items(task: str, count: int, max_question_words: int, seed: int = 0) -> list[dict]:
+    """Up to `count` items of a BIG-bench MC task with short questions (seeded sample, stable order)."""
+    items = load_bigbench_task(bigbench_task(task), task_name=task.replace("/", "_"))
+    short = [dict(it, question=_clean(it["question"])) for it in items
+             if len(it["question"].split()) <= max_question_words and len(it["choices"]) >= 2]
+    short.sort(key=lambda it: stable_hash("eval", seed, it["id"]))
+    return short[:count]
+
+
+def pool_exclusions(eval_tasks) -> list[str]:
+    """Task names the broad Stage II pool leaves out: evaluation tasks and the narrative (Stage I) tasks."""
+    return sorted(set(eval_tasks) | set(NARRATIVE_TASKS) | set(NARRATIVE_RELATED))
+
+
+def write_jsonl(rows, path: Path) -> Path:
+    from .stages import atomic_write_text
+
+    atomic_write_text(Path(path), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return Path(path)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]

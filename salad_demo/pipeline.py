@@ -1,0 +1,435 @@
+"""`salad-demo`: the whole SALAD method end to end on real small pretrained parts, one command.
+
+    salad-demo --preset smoke|default|long [--output DIR] [--stages a,b,...] [--force STAGE]
+
+Stages (each cached in OUT/stages/<name>.json by `StageRunner`; a second run reuses every finished stage, a killed
+run resumes at the first unfinished one; `--force STAGE` redoes STAGE and everything after it):
+
+  assets          SmolLM2-135M-Instruct + Whisper tiny.en prepared from installed packages
+  salad_init      build_salad with the preset's recipe -> OUT/salad-init (untrained adapter)
+  first_look      a fresh process loads salad-init with AutoModel(trust_remote_code) and answers a recorded clip
+  eval_sets       BIG-bench MC tasks the base LLM answers above chance, spoken by a seen and an unseen voice
+  stage1_data     narrow narrative domain -> span documents synthesized with the training voices + text replay
+  features        frozen-encoder states of every clip, once, into OUT/cache
+  eval_init       salad-init vs the base LLM: text, speech, cascade; seen and unseen voice
+  stage1          cross-modal distillation (adapter only, WSD; checkpoint-pre-decay kept)   + eval_stage1
+  select_active / select_uniform   Stage II selection on the broad pool, gamma 5 vs 0, same budget
+  stage2_active / stage2_uniform   from Stage I's pre-decay checkpoint on narrow + selected + replay (thirds)
+                                   + eval_stage2_active / eval_stage2_uniform
+  export          best Stage II model -> OUT/salad-demo, active dataset -> OUT/salad-synth-demo
+  report          OUT/REPORT.md, OUT/results.json, OUT/plots/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .demo_data import (eval_items, narrative_documents, pool_exclusions, read_jsonl, write_jsonl)
+from .presets import NARRATIVE_RELATED, NARRATIVE_TASKS, PRESETS, RECIPE_NOTES, get_preset
+from .stages import StageRunner, atomic_write_text
+
+STAGES = ("assets", "salad_init", "first_look", "eval_sets", "stage1_data", "features", "eval_init", "stage1",
+          "eval_stage1", "select_active", "select_uniform", "stage2_active", "stage2_uniform", "eval_stage2_active",
+          "eval_stage2_uniform", "export", "report")
+# every eval task any preset may use: excluded from the shared broad pool, so one pool serves all presets
+EVAL_CANDIDATES = sorted({t for p in PRESETS.values() for t in p.eval_tasks})
+SHARED_POOL_MAX_PER_DOMAIN = max(p.pool_max_per_domain for p in PRESETS.values())
+
+
+def _log(message: str) -> None:
+    print(f"[salad-demo] {message}", file=sys.stderr, flush=True)
+
+
+class DemoPipeline:
+    """One demo run: `preset` sizes, `output` folder; `run(stages)` runs (or reuses) the stages in order."""
+
+    def __init__(self, preset, output: str | os.PathLike | None = None):
+        self.preset = preset
+        self.out = Path(output or preset.output_dir)
+        self.runner = StageRunner(self.out, log=_log)
+        self.cache = self.out / "cache"
+        self.data = self.out / "data"
+        self._evaluator = None
+        self._run_config_check()
+
+    # ------------------------------------------------------------------------------------------ bookkeeping
+    def _run_config_check(self):
+        """A run folder belongs to one preset configuration: refuse to mix stages of two."""
+        path = self.out / "preset.json"
+        wanted = self.preset.to_dict()
+        if path.is_file():
+            stored = json.loads(path.read_text())
+            if stored != wanted:
+                diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+                raise ValueError(f"{self.out} holds a run with other settings ({', '.join(diff)}); use another "
+                                 "--output or delete the folder")
+        else:
+            atomic_write_text(path, json.dumps(wanted, indent=2))
+
+    def result(self, stage: str):
+        if not self.runner.done(stage):
+            raise ValueError(f"stage {stage!r} has not run yet in {self.out}; run it first (--stages {stage})")
+        return self.runner.record(stage)["result"]
+
+    def force(self, stage: str) -> None:
+        """Forget `stage` and every later stage (their outputs are rebuilt on the next run)."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+        for name in STAGES[STAGES.index(stage):]:
+            self.runner.record_path(name).unlink(missing_ok=True)
+
+    def run(self, stages=None) -> dict:
+        selected = list(STAGES) if not stages else list(stages)
+        unknown = [s for s in selected if s not in STAGES]
+        if unknown:
+            raise ValueError(f"unknown stages {unknown}; stages: {', '.join(STAGES)}")
+        total = time.perf_counter()
+        for index, name in enumerate(s for s in STAGES if s in selected):
+            _log(f"stage {STAGES.index(name) + 1}/{len(STAGES)}: {name}")
+            self.runner.run(name, getattr(self, f"stage_{name}"))
+        _log(f"done in {time.perf_counter() - total:.0f} s; report: {self.out / 'REPORT.md'}")
+        return {name: self.runner.record(name)["result"] for name in STAGES if self.runner.done(name)}
+
+    # ------------------------------------------------------------------------------------------ shared objects
+    @property
+    def assets(self) -> dict:
+        return self.result("assets")
+
+    @property
+    def evaluator(self):
+        if self._evaluator is None:
+            from .demo_eval import DemoEvaluator
+
+            self._evaluator = DemoEvaluator(self.assets, self.cache, self.preset)
+        return self._evaluator
+
+    def eval_benchmarks(self) -> dict[str, list[dict]]:
+        return {task: read_jsonl(path) for task, path in self.result("eval_sets")["files"].items()}
+
+    def init_config(self):
+        from modeling_salad import SaladConfig
+
+        return SaladConfig.from_pretrained(str(self.out / "salad-init"))
+
+    def encoder_cache_dir(self, config) -> Path:
+        from .demo_eval import encoder_tag
+
+        return self.cache / "encoder-states" / encoder_tag(config)
+
+    @staticmethod
+    def load_model(path):
+        from modeling_salad import SaladForCausalLM, SaladProcessor
+
+        return SaladForCausalLM.from_pretrained(str(path)).eval(), SaladProcessor.from_pretrained(str(path))
+
+    def voice_pool(self):
+        from datasets_scripts.tts import VoicePool
+
+        return VoicePool(self.preset.training_voices, seed=self.preset.seed)
+
+    # ------------------------------------------------------------------------------------------ stages
+    def stage_assets(self) -> dict:
+        from .assets import prepare_assets
+
+        return {k: (str(v) if v is not None else None) for k, v in prepare_assets().items()}
+
+    def stage_salad_init(self) -> dict:
+        from modeling_salad import build_salad
+
+        from .export import parameter_counts
+
+        model, processor = build_salad(self.assets["llm"], self.assets["whisper"], **self.preset.recipe)
+        target = self.out / "salad-init"
+        staging = self.out / ".salad-init.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+        return {"path": str(target), "recipe": self.preset.recipe, "parameters": parameter_counts(model),
+                "trainable_adapter_parameters": sum(p.numel() for p in model.multi_modal_projector.parameters())}
+
+    def stage_first_look(self) -> dict:
+        from .first_look import run_first_look
+
+        if not self.assets.get("real_speech"):
+            raise ValueError("pocketsphinx-testdata is not installed (apt-get install pocketsphinx-testdata)")
+        clip = sorted(Path(self.assets["real_speech"]).glob("*.wav"))[0]
+        return run_first_look(self.out / "salad-init", clip, self.out / "first_look.json",
+                              max_new_tokens=self.preset.first_look_max_new_tokens)
+
+    def stage_eval_sets(self) -> dict:
+        p = self.preset
+        candidates = {}
+        for task in p.eval_tasks:
+            items = eval_items(task, p.eval_items_per_task, p.eval_max_question_words, seed=p.seed)
+            if len(items) >= p.fewshot_pool_size + 5:
+                candidates[task] = items
+            else:
+                _log(f"eval task {task}: only {len(items)} short items, skipped")
+        screen = self.evaluator.screen_text(candidates)
+        kept, decisions = {}, {}
+        for i, (task, items) in enumerate(candidates.items()):
+            row = screen[task]
+            above = row["base_text_acc"] - row["chance_acc"]
+            keep = i == 0 or above >= p.eval_screen_margin
+            decisions[task] = {"base_text_acc": row["base_text_acc"], "chance_acc": row["chance_acc"],
+                               "kept": keep, "n": row["n"]}
+            if keep:
+                kept[task] = items
+        files = {task: str(write_jsonl(items, self.data / "eval" / f"{task.replace('/', '_')}.jsonl"))
+                 for task, items in kept.items()}
+        clips = self.evaluator.synthesize(kept)
+        return {"files": files, "screen": decisions, "clips": clips,
+                "voices": {"seen": p.seen_voice, "unseen": p.unseen_voice}}
+
+    def stage_stage1_data(self) -> dict:
+        from datasets_scripts.synth_writer import write_span_dataset
+
+        p = self.preset
+        speech_docs, replay_docs = narrative_documents(p.stage1_documents, p.replay_documents, p.document_words,
+                                                       seed=p.seed)
+        write_jsonl(speech_docs, self.data / "stage1_documents.jsonl")
+        write_jsonl([{"id": d["id"], "text": d["text"], "source": d["source"]} for d in replay_docs],
+                    self.data / "replay.jsonl")
+        folder = self.data / "stage1"
+        summary = None
+        if not (folder / ".salad-synth" / "shard-00000-of-00001" / "done.json").is_file():
+            summary = write_span_dataset(
+                speech_docs, folder, self.voice_pool(), mode="spans", seed=p.seed, source="narrative",
+                chunk_size=64, card_context={"description": "SALAD demo Stage I: narrow-domain narrative text "
+                                                            "(fables, minute mysteries, cosmosqa passages) as "
+                                                            "interleaved speech/text span documents.",
+                                             "sources": [{"name": f"BIG-bench {t}", "license": "apache-2.0"}
+                                                         for t in NARRATIVE_TASKS]})
+        return {"dataset": str(folder), "replay": str(self.data / "replay.jsonl"),
+                "documents": len(speech_docs), "replay_documents": len(replay_docs),
+                "sources": sorted({d["source"] for d in speech_docs}), "synthesis": summary}
+
+    def _span_documents(self, folder):
+        from trainers.data import load_speech_documents
+
+        return load_speech_documents(str(folder), text_column="text", audio_column="audio", group_column="doc_id",
+                                     order_column="span_index", utterances_per_document=None)
+
+    def stage_features(self) -> dict:
+        from trainers.data import precompute_encoder_states
+
+        model, processor = self.load_model(self.out / "salad-init")
+        cache_dir = self.encoder_cache_dir(model.config)
+        start = time.perf_counter()
+        written = precompute_encoder_states(model, processor, self._span_documents(self.result("stage1_data")["dataset"]),
+                                            str(cache_dir))
+        train_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        eval_clips = self.evaluator.encode(model, processor, self.eval_benchmarks())
+        return {"cache_dir": str(cache_dir), "training_clips_encoded": written,
+                "training_seconds": round(train_seconds, 1), "eval_clips": eval_clips,
+                "eval_seconds": round(time.perf_counter() - start, 1)}
+
+    def _evaluate(self, checkpoint) -> dict:
+        model, processor = self.load_model(checkpoint)
+        out = {"checkpoint": str(checkpoint)}
+        for role, voice in (("seen", self.preset.seen_voice), ("unseen", self.preset.unseen_voice)):
+            result = self.evaluator.evaluate(model, processor, self.eval_benchmarks(), voice)
+            predictions = result.pop("predictions")
+            folder = self.out / "eval" / Path(checkpoint).name / role
+            for task, records in predictions.items():
+                write_jsonl(records, folder / "predictions" / f"{task}.jsonl")
+            atomic_write_text(folder / "results.json", json.dumps(result, indent=2, default=str))
+            out[role] = json.loads(json.dumps(result, default=str))
+        return out
+
+    def stage_eval_init(self) -> dict:
+        return self._evaluate(self.out / "salad-init")
+
+    # ------------------------------------------------------------------------------------------ training
+    def _train(self, name: str, model_path, span_datasets: list[str], decay_fraction: float, steps: int) -> dict:
+        import yaml
+
+        from trainers.train import main as train_main
+
+        p = self.preset
+        output_dir = self.out / name
+        feature_cache = str(self.encoder_cache_dir(self.init_config()))
+        config = {
+            "model_name_or_path": str(model_path), "span_datasets": [str(s) for s in span_datasets],
+            "replay_dataset": self.result("stage1_data")["replay"], "text_replay_ratio": 1 / 3,
+            "feature_cache_dir": feature_cache, "output_dir": str(output_dir), "trainable": "adapter",
+            "teacher": "shared", "alpha": 1.0, "beta": 0.0, "learning_rate": p.learning_rate,
+            "adapter_learning_rate": p.learning_rate, "lr_scheduler_type": "warmup_stable_decay",
+            "warmup_steps": p.warmup_steps, "decay_fraction": decay_fraction, "max_steps": steps,
+            "per_device_train_batch_size": p.batch_size, "gradient_accumulation_steps": 1,
+            "max_length": p.max_length, "logging_steps": p.logging_steps, "save_strategy": "no",
+            "report_to": "none", "diagnostics_steps": p.diagnostics_steps, "probe_size": p.probe_size,
+            "kd_chunk_size": 256, "seed": p.seed, "dataloader_num_workers": 0, "bf16": False,
+            "gradient_checkpointing": False, "weight_decay": 0.0, "disable_tqdm": False,
+        }
+        config_path = output_dir / "train.yaml"
+        atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))
+        trainer = train_main([str(config_path)])
+        history = list(trainer.state.log_history)
+        atomic_write_text(output_dir / "log_history.json", json.dumps(history, indent=1))
+        losses = [h["kd_loss"] for h in history if "kd_loss" in h]
+        pre_decay = output_dir / "checkpoint-pre-decay"
+        del trainer
+        return {"output_dir": str(output_dir), "config": str(config_path), "steps": steps,
+                "pre_decay": str(pre_decay) if (pre_decay / "config.json").is_file() else None,
+                "first_kd_loss": losses[0] if losses else None, "last_kd_loss": losses[-1] if losses else None,
+                "log_history": str(output_dir / "log_history.json")}
+
+    def stage_stage1(self) -> dict:
+        p = self.preset
+        return self._train("stage1", self.out / "salad-init", [self.result("stage1_data")["dataset"]],
+                           p.decay_fraction, p.stage1_steps)
+
+    def stage_eval_stage1(self) -> dict:
+        return self._evaluate(self.result("stage1")["output_dir"])
+
+    # ------------------------------------------------------------------------------------------ Stage II
+    def broad_pool(self) -> Path:
+        """The packaged broad pool (BIG-bench + evals, eval and narrative tasks excluded), built once per machine
+        into the corpora cache and subsampled per domain for this preset into OUT/data/pool.jsonl."""
+        from datasets_scripts.text_pool import PoolConfig, build_text_pool, load_pool, save_pool
+
+        from .corpora import cache_root, evals_wheel, fetch_pypi_file
+
+        target = self.data / "pool.jsonl"
+        if target.is_file():
+            return target
+        exclude = pool_exclusions(EVAL_CANDIDATES)
+        shared = cache_root() / "pools" / f"demo-pool-{SHARED_POOL_MAX_PER_DOMAIN}-{len(exclude)}.jsonl"
+        if not shared.is_file():
+            rows = build_text_pool(PoolConfig(bigbench=str(fetch_pypi_file("bigbench")), evals=str(evals_wheel()),
+                                              exclude=tuple(exclude), max_per_domain=SHARED_POOL_MAX_PER_DOMAIN))
+            save_pool(rows, shared)
+        rows = load_pool(shared)
+        by_domain: dict[str, list] = {}
+        for row in rows:
+            by_domain.setdefault(row["domain"], []).append(row)
+        rng = random.Random(self.preset.seed)
+        picked = []
+        for domain in sorted(by_domain):
+            members = by_domain[domain]
+            picked += rng.sample(members, min(len(members), self.preset.pool_max_per_domain))
+        return save_pool(picked, target)
+
+    def _select(self, name: str, gamma: float) -> dict:
+        from datasets_scripts.select_cli import SelectConfig, run_selection
+
+        p = self.preset
+        output = self.out / "stage2" / name
+        active = self.out / "stage2" / "select-active"
+        if gamma != p.gamma and (active / "cache").is_dir() and not (output / "cache").exists():
+            shutil.copytree(active / "cache", output / "cache")  # same probes, same model: reuse M(c) and CER
+        cfg = SelectConfig(output_dir=str(output), pool=str(self.broad_pool()), checkpoint=self.result("stage1")["output_dir"],
+                           num_clusters=p.num_clusters, gamma=gamma, budget_texts=p.selection_budget_texts,
+                           tts=p.training_voices, probe_size=p.selection_probe_size, max_cer=p.selection_max_cer,
+                           cer_model=self.assets["whisper"], seed=p.seed,
+                           embedding_cache_dir=str(self.cache / "embeddings"))
+        dataset = output / "dataset"
+        if (dataset / ".salad-synth" / "shard-00000-of-00001" / "done.json").is_file():
+            report = json.loads((output / "report" / "report.json").read_text())
+        else:
+            report = run_selection(cfg)
+        return {"output_dir": str(output), "dataset": str(dataset), "gamma": gamma,
+                "selected_texts": report["selected_texts"], "pool_size": report["pool_size"],
+                "clusters": [{k: c[k] for k in ("cluster", "size", "misalignment", "cer", "dropped", "target_prob",
+                                                "selected", "top_domains")} for c in report["clusters"]],
+                "report": str(output / "report" / "report.json"), "synthesis": report.get("synthesis")}
+
+    def stage_select_active(self) -> dict:
+        return self._select("select-active", self.preset.gamma)
+
+    def stage_select_uniform(self) -> dict:
+        return self._select("select-uniform", 0.0)
+
+    def _stage2(self, kind: str) -> dict:
+        stage1 = self.result("stage1")
+        start = stage1["pre_decay"] or stage1["output_dir"]
+        return self._train(f"stage2-{kind}", start, [self.result("stage1_data")["dataset"],
+                                                      self.result(f"select_{kind}")["dataset"]],
+                           1.0, self.preset.stage2_steps)
+
+    def stage_stage2_active(self) -> dict:
+        return self._stage2("active")
+
+    def stage_stage2_uniform(self) -> dict:
+        return self._stage2("uniform")
+
+    def stage_eval_stage2_active(self) -> dict:
+        return self._evaluate(self.result("stage2_active")["output_dir"])
+
+    def stage_eval_stage2_uniform(self) -> dict:
+        return self._evaluate(self.result("stage2_uniform")["output_dir"])
+
+    # ------------------------------------------------------------------------------------------ export, report
+    def stage_export(self) -> dict:
+        from .export import export_model
+
+        def score(kind):
+            ev = self.result(f"eval_stage2_{kind}")
+            return sum(ev[role]["average"].get("speech_acc", 0.0) for role in ("seen", "unseen"))
+
+        best = max(("active", "uniform"), key=score)
+        ev = self.result(f"eval_stage2_{best}")
+        model_dir = export_model(
+            self.result(f"stage2_{best}")["output_dir"], self.out / "salad-demo", repo_id="org/salad-demo",
+            results=ev["unseen"], datasets=["org/salad-synth-demo"], overwrite=True,
+            limitations=["A 135M-parameter demo trained for minutes on CPU; the evaluation table uses the unseen "
+                         f"voice ({self.preset.unseen_voice}) on a few BIG-bench tasks.",
+                         RECIPE_NOTES.get(self.preset.recipe.get("adapter_type", "mlp"), "")])
+        dataset_src = Path(self.result("select_active")["dataset"])
+        dataset_dir = self.out / "salad-synth-demo"
+        staging = self.out / ".salad-synth-demo.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(dataset_src, staging, ignore=shutil.ignore_patterns(".salad-synth"))
+        shutil.rmtree(dataset_dir, ignore_errors=True)
+        os.replace(staging, dataset_dir)
+        return {"best_stage2": best, "model": str(model_dir), "dataset": str(dataset_dir),
+                "publish": [f"salad-publish {model_dir} ORG/salad-demo --repo-type model",
+                            f"salad-publish {dataset_dir} ORG/salad-synth-demo --repo-type dataset"]}
+
+    def stage_report(self) -> dict:
+        from .report import collect_results, write_report
+
+        results = collect_results(self)
+        paths = write_report(results, self.out)
+        return {k: str(v) for k, v in paths.items()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="salad-demo", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[4:]))
+    parser.add_argument("--preset", default="default", help=f"sizes of the run: {', '.join(PRESETS)}")
+    parser.add_argument("--output", help="run folder (default: the preset's, e.g. runs/demo)")
+    parser.add_argument("--stages", help="comma-separated stages to run (default: all); earlier stages must be done")
+    parser.add_argument("--force", action="append", default=[], metavar="STAGE",
+                        help="redo STAGE and every stage after it (repeatable)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    preset = get_preset(args.preset)
+    output = Path(args.output or preset.output_dir)
+    if preset.name == "smoke" and output.resolve() == Path(PRESETS["default"].output_dir).resolve():
+        raise ValueError("the smoke preset never writes into the default demo folder")
+    pipeline = DemoPipeline(preset, output)
+    for stage in args.force:
+        pipeline.force(stage)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+    pipeline.run(stages)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
