@@ -15,15 +15,6 @@ import yaml
 TEMPLATE_NAME = "dataset_card.md.j2"
 
 
-def template_dir() -> Path:
-    """model_cards/ next to the package (a source checkout or an editable install)."""
-    here = Path(__file__).resolve().parent.parent / "model_cards"
-    if not (here / TEMPLATE_NAME).exists():
-        raise FileNotFoundError(f"Dataset card template {here / TEMPLATE_NAME} not found; run from a source checkout "
-                                "of the SALAD repository (pip install -e .)")
-    return here
-
-
 def _feature_yaml(name: str, feature) -> dict:
     from datasets import Audio, Sequence, Value
 
@@ -65,11 +56,9 @@ def collect_statistics(output_dir) -> dict:
 
 
 def render_dataset_card(context: dict) -> str:
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+    from model_cards import render
 
-    env = Environment(loader=FileSystemLoader(str(template_dir())), undefined=StrictUndefined,
-                      keep_trailing_newline=True)
-    return env.get_template(TEMPLATE_NAME).render(**context)
+    return render(TEMPLATE_NAME, **context)
 
 
 def write_dataset_card(output_dir, features, card_context: dict, run_config: dict) -> dict:

@@ -174,8 +174,6 @@ def run_eval(args) -> dict:
     model, processor, base, base_tokenizer = load_models(args.model, args.base_model, device)
     if model is None and {"speech", "generate"} & set(modes):
         raise ValueError(f"--model {args.model!r} is not a SALAD checkpoint; modes speech/generate need one.")
-    if model is None:
-        modes = [m for m in modes if m != "text"] + (["text"] if "text" in modes else [])
     asr = asr_path = None
     if "cascade" in modes:
         asr_path = args.asr_model or _default_asr_path()

@@ -15,9 +15,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import jinja2
-
-TEMPLATES = Path(__file__).resolve().parents[1] / "model_cards"
 BYTES_PER_PARAM = {"float32": 4.0, "bfloat16": 2.0, "int8": 1.0, "4-bit": 0.5}
 DEFAULT_TRAINING = (
     "Stage I: cross-modal distillation — the student hears some spans of a document and reads the rest, the "
@@ -25,15 +22,6 @@ DEFAULT_TRAINING = (
     "every text position (KL(teacher ‖ student)), with text-only replay. Stage II: continued distillation on "
     "speech synthesized for the text clusters where the Stage I model's speech–text misalignment is highest."
 )
-
-
-def render_template(name: str, **context) -> str:
-    """Render a Jinja template of `model_cards/` (undefined variables are errors, not blanks)."""
-    if not (TEMPLATES / name).is_file():
-        raise FileNotFoundError(f"model card template {name!r} not found in {TEMPLATES}")
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
-                             keep_trailing_newline=True)
-    return env.get_template(name).render(**context)
 
 
 def parameter_counts(model) -> dict[str, int]:
@@ -75,7 +63,9 @@ def build_card(model, *, name: str, repo_id: str, results: dict | None, datasets
     adapter = (f"{config.adapter_num_layers}-layer causal transformer adapter (width {config.adapter_hidden_size})"
                if config.adapter_type == "transformer" else
                f"frame-stacking (×{config.stack_factor}) SwiGLU MLP adapter")
-    return render_template(
+    from model_cards import render
+
+    return render(
         "model_card.md.j2", name=name, repo_id=repo_id, license=license,
         base_models=[base], base_text_model=base,
         base_text_model_url=base if os.path.isdir(str(base)) else f"https://huggingface.co/{base}",

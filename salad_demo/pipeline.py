@@ -170,7 +170,7 @@ class DemoPipeline:
         candidates = {}
         for task in p.eval_tasks:
             items = eval_items(task, p.eval_items_per_task, p.eval_max_question_words, seed=p.seed)
-            if len(items) >= p.fewshot_pool_size + 5:
+            if len(items) >= p.fewshot_pool_size + 3:
                 candidates[task] = items
             else:
                 _log(f"eval task {task}: only {len(items)} short items, skipped")
@@ -414,7 +414,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stages", help="comma-separated stages to run (default: all); earlier stages must be done")
     parser.add_argument("--force", action="append", default=[], metavar="STAGE",
                         help="redo STAGE and every stage after it (repeatable)")
+    parser.add_argument("--threads", default="auto",
+                        help="torch CPU threads; 'auto' = 1 when the machine is oversubscribed (load average above "
+                             "the core count: spinning OpenMP threads then cost more than they give), else torch's "
+                             "default")
     return parser
+
+
+def set_threads(threads: str) -> int:
+    import torch
+
+    if threads == "auto":
+        if os.getloadavg()[0] > (os.cpu_count() or 1):
+            torch.set_num_threads(1)
+    else:
+        try:
+            count = int(threads)
+        except ValueError:
+            raise ValueError(f"--threads must be 'auto' or a positive integer, got {threads!r}") from None
+        if count < 1:
+            raise ValueError(f"--threads must be >= 1, got {count}")
+        torch.set_num_threads(count)
+    return torch.get_num_threads()
 
 
 def main(argv=None) -> int:
@@ -424,6 +445,7 @@ def main(argv=None) -> int:
     if preset.name == "smoke" and output.resolve() == Path(PRESETS["default"].output_dir).resolve():
         raise ValueError("the smoke preset never writes into the default demo folder")
     pipeline = DemoPipeline(preset, output)
+    _log(f"preset {preset.name} -> {output} (torch threads: {set_threads(args.threads)})")
     for stage in args.force:
         pipeline.force(stage)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None

@@ -101,8 +101,8 @@ class DemoPreset:
             raise ValueError(f"preset {self.name!r}: {bad} must be >= 1")
         if self.fewshot_pool_size < self.num_fewshot:
             raise ValueError(f"preset {self.name!r}: fewshot_pool_size < num_fewshot")
-        if self.eval_items_per_task <= self.fewshot_pool_size:
-            raise ValueError(f"preset {self.name!r}: eval_items_per_task must exceed fewshot_pool_size")
+        if self.eval_items_per_task < self.fewshot_pool_size + 3:
+            raise ValueError(f"preset {self.name!r}: eval_items_per_task must be at least fewshot_pool_size + 3")
         if not self.eval_tasks:
             raise ValueError(f"preset {self.name!r}: no eval tasks")
 
@@ -112,8 +112,8 @@ class DemoPreset:
 
 PRESETS = {
     "smoke": DemoPreset(
-        name="smoke", output_dir="runs/demo-smoke", eval_tasks=("general_knowledge",), eval_items_per_task=7,
-        num_fewshot=1, fewshot_pool_size=2, eval_max_length=256, eval_max_question_words=20, stage1_documents=4,
+        name="smoke", output_dir="runs/demo-smoke", eval_tasks=("general_knowledge",), eval_items_per_task=6,
+        num_fewshot=1, fewshot_pool_size=2, eval_max_length=160, eval_max_question_words=20, stage1_documents=4,
         replay_documents=4, document_words=40, stage1_steps=3, stage2_steps=2, batch_size=2, warmup_steps=1,
         logging_steps=1, diagnostics_steps=2, probe_size=2, max_length=160, pool_max_per_domain=2, num_clusters=2,
         selection_budget_texts=3, selection_probe_size=1, selection_max_cer=None, first_look_max_new_tokens=6),
