@@ -51,7 +51,8 @@ def cosmosqa_context(example_input: str) -> str | None:
         return None
     # the cosmosqa passages are pre-tokenized ("it 's", "night ,"): rejoin punctuation for TTS and the LLM
     text = re.sub(r"\s+([,.;:!?])", r"\1", match.group(1))
-    text = re.sub(r"\s+(n't|'s|'re|'ve|'m|'ll|'d)\b", r"\1", text)
+    text = re.sub(r"\s+(n't)\b", r"\1", text)
+    text = re.sub(r"(\w)\s*'\s*(s|re|ve|m|ll|d|t)\b", r"\1'\2", text)
     return _clean(text)
 
 

@@ -38,6 +38,16 @@ from .stages import StageRunner, atomic_write_text
 STAGES = ("assets", "salad_init", "first_look", "eval_sets", "stage1_data", "features", "eval_init", "stage1",
           "eval_stage1", "select_active", "select_uniform", "stage2_active", "stage2_uniform", "eval_stage2_active",
           "eval_stage2_uniform", "export", "report")
+# what each stage writes (relative to OUT), removed when the stage is forced; caches keyed by content stay
+STAGE_OUTPUTS = {
+    "salad_init": ["salad-init"], "first_look": ["first_look.json"], "eval_sets": ["data/eval"],
+    "stage1_data": ["data/stage1", "data/stage1_documents.jsonl", "data/replay.jsonl"],
+    "eval_init": ["eval/salad-init"], "stage1": ["stage1"], "eval_stage1": ["eval/stage1"],
+    "select_active": ["stage2/select-active"], "select_uniform": ["stage2/select-uniform"],
+    "stage2_active": ["stage2-active"], "stage2_uniform": ["stage2-uniform"],
+    "eval_stage2_active": ["eval/stage2-active"], "eval_stage2_uniform": ["eval/stage2-uniform"],
+    "export": ["salad-demo", "salad-synth-demo"], "report": ["REPORT.md", "results.json", "plots"],
+}
 # every eval task any preset may use: excluded from the shared broad pool, so one pool serves all presets
 EVAL_CANDIDATES = sorted({t for p in PRESETS.values() for t in p.eval_tasks})
 SHARED_POOL_MAX_PER_DOMAIN = max(p.pool_max_per_domain for p in PRESETS.values())
@@ -63,7 +73,7 @@ class DemoPipeline:
     def _run_config_check(self):
         """A run folder belongs to one preset configuration: refuse to mix stages of two."""
         path = self.out / "preset.json"
-        wanted = self.preset.to_dict()
+        wanted = json.loads(json.dumps(self.preset.to_dict()))
         if path.is_file():
             stored = json.loads(path.read_text())
             if stored != wanted:
@@ -79,11 +89,14 @@ class DemoPipeline:
         return self.runner.record(stage)["result"]
 
     def force(self, stage: str) -> None:
-        """Forget `stage` and every later stage (their outputs are rebuilt on the next run)."""
+        """Forget `stage` and every later stage and delete their outputs (rebuilt on the next run)."""
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
         for name in STAGES[STAGES.index(stage):]:
             self.runner.record_path(name).unlink(missing_ok=True)
+            for rel in STAGE_OUTPUTS.get(name, []):
+                path = self.out / rel
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
     def run(self, stages=None) -> dict:
         selected = list(STAGES) if not stages else list(stages)
@@ -271,6 +284,8 @@ class DemoPipeline:
             "report_to": "none", "diagnostics_steps": p.diagnostics_steps, "probe_size": p.probe_size,
             "kd_chunk_size": 256, "seed": p.seed, "dataloader_num_workers": 0, "bf16": False,
             "gradient_checkpointing": False, "weight_decay": 0.0, "disable_tqdm": False,
+            # span datasets already alternate speech and text spans (text spans carry no audio): hear every clip
+            "speech_policy": "all",
         }
         config_path = output_dir / "train.yaml"
         atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))

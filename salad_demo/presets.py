@@ -114,7 +114,7 @@ PRESETS = {
     "smoke": DemoPreset(
         name="smoke", output_dir="runs/demo-smoke", eval_tasks=("general_knowledge",), eval_items_per_task=6,
         num_fewshot=1, fewshot_pool_size=2, eval_max_length=160, eval_max_question_words=20, stage1_documents=4,
-        replay_documents=4, document_words=40, stage1_steps=3, stage2_steps=2, batch_size=2, warmup_steps=1,
+        replay_documents=4, document_words=40, stage1_steps=3, stage2_steps=2, batch_size=4, warmup_steps=1,
         logging_steps=1, diagnostics_steps=2, probe_size=2, max_length=160, pool_max_per_domain=2, num_clusters=2,
         selection_budget_texts=3, selection_probe_size=1, selection_max_cer=None, first_look_max_new_tokens=6),
     "default": DemoPreset(name="default", output_dir="runs/demo"),

@@ -183,3 +183,16 @@ def test_invalid_teacher_combinations_are_refused(tmp_path):
         make_args(tmp_path, trainable="adapter+llm", teacher="shared")
     with pytest.raises(ValueError, match="trainable"):
         make_args(tmp_path, trainable="everything")
+
+
+def test_text_only_batches_with_a_frozen_llm_step_without_error(tmp_path):
+    """Replay-only batches cannot move the adapter: the step runs with zero gradients instead of failing."""
+    model, processor = build_tiny_salad()
+    text_only = build_training_dataset(DataArguments(tiny_documents=4), text_replay_ratio=0.0)
+    text_only = text_only.map(lambda doc: {"spans": [{"text": s["text"], "audio": None} for s in doc["spans"]]})
+    before = snapshot(model)
+    trainer = DistillationTrainer(model=model, args=make_args(tmp_path, trainable="adapter"),
+                                  train_dataset=text_only, processing_class=processor)
+    trainer.train()
+    assert len([h for h in trainer.state.log_history if "kd_loss" in h]) == 2
+    assert not changed(before, model, "language_model.")

@@ -208,6 +208,10 @@ class DistillationTrainer(SFTTrainer):
                                         num_items_in_batch=num_items_in_batch, chunk_size=args.kd_chunk_size)
         if args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients; the divisor is global
+        if torch.is_grad_enabled() and not loss.requires_grad:
+            # Nothing trainable shapes this batch (e.g. text-only replay while only the adapter trains): a step
+            # with zero gradients rather than a backward error.
+            loss = loss + sum(p.sum() * 0 for p in model.parameters() if p.requires_grad)
         self._log_terms(mode, mask, num_items_in_batch, kd=kd, nll=nll)
         if return_outputs:
             return loss, {"logits": student_logits}
