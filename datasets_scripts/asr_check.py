@@ -52,35 +52,59 @@ def character_error_rate(reference: str, hypothesis: str, model_path: str | None
 
 
 class WhisperTranscriber:
-    """Batched greedy Whisper transcription of 16 kHz clips on CPU or GPU (clips over 30 s are cut at 30 s)."""
+    """Batched greedy Whisper transcription of 16 kHz clips on CPU or GPU; clips over 30 s are cut into 30 s windows
+    whose transcripts are joined (the project's one Whisper ASR: CER checks, the evaluation's cascade)."""
 
-    def __init__(self, model_path: str | None = None, device: str | None = None, batch_size: int = 8):
+    WINDOW_SAMPLES = 30 * 16000
+
+    def __init__(self, model_path: str | None = None, device: str | None = None, batch_size: int = 8,
+                 max_new_tokens: int = 128, model=None, processor=None):
         import torch
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        if model is not None:  # an already loaded model + processor
+            self.model, self.processor, self.model_path = model.eval(), processor, getattr(model, "name_or_path", None)
+            self.device = next(model.parameters()).device
+            return
         self.model_path = str(model_path or default_whisper_path())
         if not os.path.isdir(self.model_path):
             raise ValueError(f"Whisper model folder not found: {self.model_path!r}")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.processor = WhisperProcessor.from_pretrained(self.model_path)
         self.model = WhisperForConditionalGeneration.from_pretrained(self.model_path).to(self.device).eval()
-        self.batch_size = batch_size
 
     def transcribe(self, clips: list[np.ndarray], sampling_rate: int = 16000) -> list[str]:
-        import torch
-
         if sampling_rate != 16000:
             raise ValueError(f"WhisperTranscriber expects 16 kHz clips, got {sampling_rate} Hz")
+        windows, owners = [], []
+        for i, clip in enumerate(clips):
+            clip = np.asarray(clip, dtype=np.float32)
+            if clip.ndim != 1 or clip.size == 0:
+                raise ValueError(f"Clip {i} must be a non-empty mono array, got shape {clip.shape}.")
+            for start in range(0, clip.size, self.WINDOW_SAMPLES):
+                windows.append(clip[start:start + self.WINDOW_SAMPLES])
+                owners.append(i)
+        pieces: list[list[str]] = [[] for _ in clips]
+        for owner, text in zip(owners, self._decode_windows(windows)):
+            pieces[owner].append(text.strip())
+        return [" ".join(t for t in texts if t) for texts in pieces]
+
+    def _decode_windows(self, windows: list[np.ndarray]) -> list[str]:
+        import torch
+
         texts: list[str] = []
-        for start in range(0, len(clips), self.batch_size):
-            batch = [np.asarray(c, np.float32) for c in clips[start:start + self.batch_size]]
+        for start in range(0, len(windows), self.batch_size):
+            batch = windows[start:start + self.batch_size]
             features = self.processor.feature_extractor(batch, sampling_rate=16000, return_tensors="pt",
                                                         return_attention_mask=True)
             with torch.inference_mode():
                 ids = self.model.generate(features.input_features.to(self.device, self.model.dtype),
-                                          attention_mask=features.attention_mask.to(self.device))
+                                          attention_mask=features.attention_mask.to(self.device),
+                                          max_new_tokens=self.max_new_tokens, do_sample=False)
             texts += self.processor.batch_decode(ids, skip_special_tokens=True)
-        return [t.strip() for t in texts]
+        return texts
 
     def cer(self, clips: list[np.ndarray], references: list[str]) -> list[float]:
         hypotheses = self.transcribe(clips)

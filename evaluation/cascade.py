@@ -9,25 +9,20 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .audio import SAMPLING_RATE
-
-WINDOW_SAMPLES = 30 * SAMPLING_RATE  # Whisper's input window
+from datasets_scripts.asr_check import WhisperTranscriber
 
 
-class WhisperASR:
-    """Greedy Whisper transcription of 16 kHz clips; clips over 30 s are cut into 30 s windows and joined.
+class WhisperASR(WhisperTranscriber):
+    """The cascade's ASR: `datasets_scripts.asr_check.WhisperTranscriber` (greedy, 30 s windows joined) with
+    transcripts memoized per clip key, since the ASR never changes between evaluations.
 
     Args:
-        model: a `WhisperForConditionalGeneration`.
-        processor: its `WhisperProcessor` (feature extractor + tokenizer).
+        model: a `WhisperForConditionalGeneration`; processor: its `WhisperProcessor`.
         max_new_tokens: decoding budget per window.
     """
 
     def __init__(self, model, processor, max_new_tokens: int = 128, batch_size: int = 8):
-        self.model = model.eval()
-        self.processor = processor
-        self.max_new_tokens = max_new_tokens
-        self.batch_size = batch_size
+        super().__init__(model=model, processor=processor, batch_size=batch_size, max_new_tokens=max_new_tokens)
         self._cache: dict[str, str] = {}
 
     @classmethod
@@ -40,44 +35,15 @@ class WhisperASR:
                              "folder of `salad-assets`).")
         return cls(WhisperForConditionalGeneration.from_pretrained(path), WhisperProcessor.from_pretrained(path), **kwargs)
 
-    @torch.no_grad()
     def transcribe(self, clips: Sequence[np.ndarray], keys: Sequence[str] | None = None) -> list[str]:
-        """Transcripts of `clips`; with `keys`, results are memoized per key (the ASR never changes)."""
+        """Transcripts of `clips`; with `keys`, results are memoized per key."""
         keys = list(keys) if keys is not None else [None] * len(clips)
         if len(keys) != len(clips):
             raise ValueError(f"{len(keys)} keys for {len(clips)} clips.")
         todo = [i for i, key in enumerate(keys) if key is None or key not in self._cache]
-        windows, owners = [], []
-        for i in todo:
-            clip = np.asarray(clips[i], dtype=np.float32)
-            if clip.ndim != 1 or clip.size == 0:
-                raise ValueError(f"Clip {i} must be a non-empty mono array, got shape {clip.shape}.")
-            for start in range(0, clip.size, WINDOW_SAMPLES):
-                windows.append(clip[start : start + WINDOW_SAMPLES])
-                owners.append(i)
-        texts = self._decode_windows(windows)
-        joined: dict[int, list[str]] = {i: [] for i in todo}
-        for owner, text in zip(owners, texts):
-            joined[owner].append(text.strip())
-        out = []
-        for i, key in enumerate(keys):
-            if i in joined:
-                text = " ".join(t for t in joined[i] if t)
-                if key is not None:
-                    self._cache[key] = text
-            else:
-                text = self._cache[key]
-            out.append(text)
-        return out
+        fresh = dict(zip(todo, super().transcribe([clips[i] for i in todo]))) if todo else {}
+        for i, text in fresh.items():
+            if keys[i] is not None:
+                self._cache[keys[i]] = text
+        return [fresh[i] if i in fresh else self._cache[key] for i, key in enumerate(keys)]
 
-    def _decode_windows(self, windows: list[np.ndarray]) -> list[str]:
-        device = next(self.model.parameters()).device
-        texts: list[str] = []
-        for start in range(0, len(windows), self.batch_size):
-            batch = windows[start : start + self.batch_size]
-            features = self.processor.feature_extractor(
-                batch, sampling_rate=SAMPLING_RATE, return_tensors="pt"
-            ).input_features.to(device, self.model.dtype)
-            ids = self.model.generate(features, max_new_tokens=self.max_new_tokens, do_sample=False)
-            texts.extend(self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True))
-        return texts

@@ -13,6 +13,7 @@ import torch
 
 from evaluation.api import Benchmark, EvalCache, evaluate_model
 from evaluation.audio import EncoderCache, SpokenQuestions, encode_clip
+from evaluation.metrics import average_rows, summarize_task
 
 
 def encoder_tag(config) -> str:
@@ -124,6 +125,32 @@ class DemoEvaluator:
                                 num_fewshot=self.preset.num_fewshot, max_length=self.preset.eval_max_length,
                                 cache=EvalCache(base_text=self.base_text), num_resamples=200, progress=True)
         return result["benchmarks"]
+
+    def evaluate_voices(self, model, processor, benchmarks: dict[str, list[dict]]) -> dict:
+        """{"seen": results, "unseen": results}. Text scores do not depend on the voice, so text is scored once
+        (with the seen voice) and the unseen voice's rows are re-summarized from its speech/cascade results
+        plus those text results (same items, same order)."""
+        seen = self.evaluate(model, processor, benchmarks, self.preset.seen_voice)
+        unseen = self.evaluate(model, processor, benchmarks, self.preset.unseen_voice, modes=("speech", "cascade"))
+        p = self.preset
+        for name, records in unseen["predictions"].items():
+            text_records = seen["predictions"][name]
+            if [r["id"] for r in records] != [r["id"] for r in text_records]:
+                raise RuntimeError(f"{name}: seen and unseen evaluations scored different items")
+            correct = {}
+            for key, label in (("base_text_acc", "base_text"), ("text_acc", "text")):
+                correct[key] = [r[label]["correct"] for r in text_records]
+            for key, label in (("speech_acc", "speech"), ("cascade_acc", "cascade")):
+                correct[key] = [r[label]["correct"] for r in records]
+            for record, text_record in zip(records, text_records):
+                record.update(base_text=text_record["base_text"], text=text_record["text"])
+            row = summarize_task(correct, [len(r["text"]["logprobs"]) for r in text_records], 200, p.seed)
+            row.update({k: unseen["benchmarks"][name][k] for k in ("num_fewshot_pool", "mean_shots")
+                        if k in unseen["benchmarks"][name]})
+            unseen["benchmarks"][name] = row
+        unseen["average"] = average_rows(unseen["benchmarks"])
+        unseen["config"]["modes"] = ["text (shared with the seen voice)", "speech", "cascade"]
+        return {"seen": seen, "unseen": unseen}
 
     def evaluate(self, model, processor, benchmarks: dict[str, list[dict]], voice: str,
                  modes=("text", "speech", "cascade")) -> dict:

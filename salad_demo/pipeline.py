@@ -140,7 +140,9 @@ class DemoPipeline:
     def load_model(path):
         from modeling_salad import SaladForCausalLM, SaladProcessor
 
-        return SaladForCausalLM.from_pretrained(str(path)).eval(), SaladProcessor.from_pretrained(str(path))
+        # trust_remote_code: the processor's sub-loaders otherwise ask on stdin about the folder's own code
+        return (SaladForCausalLM.from_pretrained(str(path)).eval(),
+                SaladProcessor.from_pretrained(str(path), trust_remote_code=True))
 
     def voice_pool(self):
         from datasets_scripts.tts import VoicePool
@@ -250,8 +252,7 @@ class DemoPipeline:
     def _evaluate(self, checkpoint) -> dict:
         model, processor = self.load_model(checkpoint)
         out = {"checkpoint": str(checkpoint)}
-        for role, voice in (("seen", self.preset.seen_voice), ("unseen", self.preset.unseen_voice)):
-            result = self.evaluator.evaluate(model, processor, self.eval_benchmarks(), voice)
+        for role, result in self.evaluator.evaluate_voices(model, processor, self.eval_benchmarks()).items():
             predictions = result.pop("predictions")
             folder = self.out / "eval" / Path(checkpoint).name / role
             for task, records in predictions.items():
