@@ -48,9 +48,15 @@ def question_text(item: dict) -> str:
 
 
 def format_query(item: dict, spoken_placeholder: str | None = None) -> str:
-    """`Question: ...\\nAnswer:`; with `spoken_placeholder` the question (and context) is replaced by it."""
-    body = spoken_placeholder if spoken_placeholder is not None else question_text(item)
-    return f"{QUESTION_PREFIX}{body}{ANSWER_PREFIX}"
+    """`Question: ...\\nAnswer:`; with `spoken_placeholder` the question (and context) is replaced by it.
+
+    A spoken question follows "Question:" without the space: the spoken words carry their own word boundary (the
+    span text a SALAD model is distilled on starts with it), so the text around the clip is tokenized as it is
+    around the written question.
+    """
+    if spoken_placeholder is not None:
+        return f"{QUESTION_PREFIX.rstrip()}{spoken_placeholder}{ANSWER_PREFIX}"
+    return f"{QUESTION_PREFIX}{question_text(item)}{ANSWER_PREFIX}"
 
 
 def format_continuation(choice: str) -> str:
