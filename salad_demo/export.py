@@ -89,7 +89,8 @@ def export_model(checkpoint: str | os.PathLike, output: str | os.PathLike, *, re
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
     model = SaladForCausalLM.from_pretrained(checkpoint)
-    processor = SaladProcessor.from_pretrained(checkpoint)
+    # The checkpoint's own remote code is this package's code: loading it through the auto classes is safe.
+    processor = SaladProcessor.from_pretrained(checkpoint, trust_remote_code=True)
     card = build_card(model, name=output.name, repo_id=repo_id or f"org/{output.name}", results=results,
                       datasets=datasets or [], training=training, license=license, limitations=limitations or [])
     output.parent.mkdir(parents=True, exist_ok=True)
