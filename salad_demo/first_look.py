@@ -33,7 +33,8 @@ def reference_transcript(audio_path: str | os.PathLike) -> str | None:
         return None
     for line in listing.read_text(encoding="utf-8", errors="replace").splitlines():
         if line.rstrip().endswith(f"({audio_path.stem})"):
-            return line.rsplit("(", 1)[0].strip().lower()
+            text = line.rsplit("(", 1)[0].replace("<s>", "").replace("</s>", "")
+            return " ".join(text.split()).lower()
     return None
 
 
@@ -95,7 +96,10 @@ def run_first_look(model_dir: str | os.PathLike, audio_path: str | os.PathLike, 
     json_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "salad_demo.first_look", str(model_dir), "--audio", str(audio_path),
            "--prompt", prompt, "--max-new-tokens", str(max_new_tokens), "--json", str(json_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    import torch
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # the parent's thread choice
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"first look failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     result = json.loads(json_path.read_text())

@@ -50,7 +50,8 @@ STAGE_OUTPUTS = {
 }
 # every eval task any preset may use: excluded from the shared broad pool, so one pool serves all presets
 EVAL_CANDIDATES = sorted({t for p in PRESETS.values() for t in p.eval_tasks})
-SHARED_POOL_MAX_PER_DOMAIN = max(p.pool_max_per_domain for p in PRESETS.values())
+SHARED_POOL_MAX_PER_DOMAIN = 80  # the shared pool's cap; each preset subsamples it
+assert all(p.pool_max_per_domain <= SHARED_POOL_MAX_PER_DOMAIN for p in PRESETS.values())
 
 
 def _log(message: str) -> None:
@@ -340,6 +341,8 @@ class DemoPipeline:
     def _select(self, name: str, gamma: float) -> dict:
         from datasets_scripts.select_cli import SelectConfig, run_selection
 
+        from .corpora import cache_root as corpora_cache_root
+
         p = self.preset
         output = self.out / "stage2" / name
         active = self.out / "stage2" / "select-active"
@@ -349,7 +352,7 @@ class DemoPipeline:
                            num_clusters=p.num_clusters, gamma=gamma, budget_texts=p.selection_budget_texts,
                            tts=p.training_voices, probe_size=p.selection_probe_size, max_cer=p.selection_max_cer,
                            cer_model=self.assets["whisper"], seed=p.seed,
-                           embedding_cache_dir=str(self.cache / "embeddings"))
+                           embedding_cache_dir=str(corpora_cache_root() / "embeddings"))
         dataset = output / "dataset"
         if (dataset / ".salad-synth" / "shard-00000-of-00001" / "done.json").is_file():
             report = json.loads((output / "report" / "report.json").read_text())
@@ -460,12 +463,18 @@ def main(argv=None) -> int:
     output = Path(args.output or preset.output_dir)
     if preset.name == "smoke" and output.resolve() == Path(PRESETS["default"].output_dir).resolve():
         raise ValueError("the smoke preset never writes into the default demo folder")
+    import torch
+
     pipeline = DemoPipeline(preset, output)
-    _log(f"preset {preset.name} -> {output} (torch threads: {set_threads(args.threads)})")
-    for stage in args.force:
-        pipeline.force(stage)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
-    pipeline.run(stages)
+    threads_before = torch.get_num_threads()
+    try:
+        _log(f"preset {preset.name} -> {output} (torch threads: {set_threads(args.threads)})")
+        for stage in args.force:
+            pipeline.force(stage)
+        pipeline.run(stages)
+    finally:
+        torch.set_num_threads(threads_before)
     return 0
 
 

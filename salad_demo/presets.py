@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 RECIPE_TRANSCRIPT = {"adapter_type": "transcript", "stack_factor": 10, "adapter_hidden_size": 256,
                      "audio_padding": "window"}
 RECIPE_MLP = {"adapter_type": "mlp", "stack_factor": 8, "adapter_hidden_size": 256, "audio_padding": "window"}
-RECIPE = RECIPE_MLP
+RECIPE = RECIPE_TRANSCRIPT
 
 RECIPE_NOTES = {
     "transcript": "Transcript adapter: Whisper tiny.en's own decoder reads each clip greedily; every recognized "
@@ -117,11 +117,18 @@ PRESETS = {
         replay_documents=4, document_words=40, stage1_steps=3, stage2_steps=2, batch_size=4, warmup_steps=1,
         logging_steps=1, diagnostics_steps=2, probe_size=2, max_length=160, pool_max_per_domain=2, num_clusters=2,
         selection_budget_texts=3, selection_probe_size=1, selection_max_cer=None, first_look_max_new_tokens=6),
-    "default": DemoPreset(name="default", output_dir="runs/demo"),
+    # Budget on 2 idle cores (~130 GFLOPS fp32): a 135M LLM costs ~1 GFLOP per trained token (student forward +
+    # backward + teacher forward) and ~0.3 GFLOP per scored token; the transcript recipe decodes each clip once
+    # (~0.5 s). Sizes: ~1,100 clips, ~40k trained tokens in Stage I, 2 tasks x 32 scored items x 4 checkpoints.
+    "default": DemoPreset(
+        name="default", output_dir="runs/demo", eval_items_per_task=40, num_fewshot=2, fewshot_pool_size=8,
+        eval_max_length=384, stage1_documents=180, replay_documents=180, document_words=80, stage1_steps=60,
+        stage2_steps=30, batch_size=4, warmup_steps=5, logging_steps=2, diagnostics_steps=20, probe_size=4,
+        pool_max_per_domain=10, num_clusters=16, selection_budget_texts=150, selection_probe_size=3),
     "long": DemoPreset(
-        name="long", output_dir="runs/demo-long", eval_items_per_task=120, stage1_documents=800,
-        replay_documents=800, stage1_steps=800, stage2_steps=400, diagnostics_steps=100, num_clusters=32,
-        selection_budget_texts=600, pool_max_per_domain=80, selection_probe_size=4),
+        name="long", output_dir="runs/demo-long", eval_items_per_task=60, stage1_documents=800,
+        replay_documents=800, stage1_steps=400, stage2_steps=200, diagnostics_steps=50, num_clusters=32,
+        selection_budget_texts=600, pool_max_per_domain=40, selection_probe_size=4),
 }
 
 

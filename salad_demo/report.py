@@ -44,13 +44,14 @@ def summary_rows(evaluations: dict) -> list[dict]:
     return rows
 
 
-def training_curves(history: list[dict]) -> dict[str, list[tuple[int, float]]]:
-    """(step, value) series of kd_loss, misalignment (M) and forgetting (F) from a trainer log_history."""
+def training_curves(history: list[dict], step_offset: int = 0) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) series of kd_loss, misalignment (M) and forgetting (F) from a trainer log_history;
+    `step_offset` places a run that continued from a checkpoint (Stage II) after the steps before it."""
     curves = {k: [] for k in CURVE_KEYS}
     for entry in history:
         for key in CURVE_KEYS:
             if key in entry and entry[key] is not None and "step" in entry:
-                curves[key].append((int(entry["step"]), float(entry[key])))
+                curves[key].append((int(entry["step"]) + step_offset, float(entry[key])))
     return curves
 
 
@@ -68,12 +69,16 @@ def collect_results(pipeline) -> dict:
             evaluations[label] = {role: {k: result[role][k] for k in ("benchmarks", "average", "voice", "config")
                                          if k in result[role]} for role in ("seen", "unseen") if role in result}
     training = {}
+    stage1 = rec("stage1") or {}
+    pre_decay_state = Path(stage1.get("pre_decay") or "/nonexistent") / "trainer_state.json"
+    stage2_offset = json.loads(pre_decay_state.read_text())["global_step"] if pre_decay_state.is_file() else 0
     for label, stage in TRAIN_STAGES:
         result = rec(stage)
         if result and result.get("log_history") and Path(result["log_history"]).is_file():
             history = json.loads(Path(result["log_history"]).read_text())
-            training[label] = {"output_dir": result["output_dir"], "steps": result["steps"],
-                               "curves": training_curves(history)}
+            offset = stage2_offset if stage.startswith("stage2") else 0
+            training[label] = {"output_dir": result["output_dir"], "steps": result["steps"], "start_step": offset,
+                               "curves": training_curves(history, offset)}
     selection = {}
     for kind in ("active", "uniform"):
         result = rec(f"select_{kind}")
@@ -93,8 +98,14 @@ def collect_results(pipeline) -> dict:
         "training": training,
         "selection": selection,
         "export": rec("export"),
-        "stages": runner.timings(),
+        "stages": sorted(runner.timings(), key=lambda t: _stage_order(t["stage"])),
     }
+
+
+def _stage_order(name: str) -> int:
+    from .pipeline import STAGES
+
+    return STAGES.index(name) if name in STAGES else len(STAGES)
 
 
 def _pool_exclusions(preset) -> list[str]:
@@ -168,7 +179,7 @@ def plot_training(training: dict, path: Path) -> Path:
                 steps, values = zip(*series)
                 ax.plot(steps, values, marker="." if len(series) < 30 else None, label=label)
         ax.set_title(titles[key])
-        ax.set_xlabel("step")
+        ax.set_xlabel("step (Stage II continues from Stage I's pre-decay step)")
         if ax.has_data():
             ax.legend(fontsize=7)
     return _save(fig, path)

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.assets
+
 from salad_demo.pipeline import STAGES, main
 
 
