@@ -18,8 +18,9 @@ CONTEXT_PAUSE_S = 0.3
 
 
 def default_tts_cache_dir() -> Path:
-    root = os.environ.get("SALAD_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "salad")
-    return Path(root) / "eval-tts"
+    from datasets_scripts.cache import cache_root
+
+    return cache_root() / "eval-tts"
 
 
 def _load_audio(audio) -> np.ndarray:

@@ -34,7 +34,9 @@ def _bigbench_tarball() -> Path:
 
 
 def _cache_root() -> Path:
-    return Path(os.environ.get("SALAD_CACHE") or REPO_ROOT / ".cache" / "salad-assets")
+    from datasets_scripts.cache import cache_root
+
+    return cache_root()
 
 
 def bigbench_task_path(task: str) -> Path:

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", help="Split of the benchmark source to score (default: the source's default).")
     parser.add_argument("--modes", default="text,speech", help=f"Comma-separated subset of {','.join(MODES)}.")
     parser.add_argument("--tts", default="piper", help="TTS voice pool BACKEND[:VOICE][,...] for items without audio.")
-    parser.add_argument("--tts-cache", help="Folder caching synthesized clips (default $SALAD_CACHE/eval-tts).")
+    parser.add_argument("--tts-cache", help="Folder caching synthesized clips (default $SALAD_CACHE/eval-tts, else .cache/eval-tts).")
     parser.add_argument("--asr-model", help="Whisper folder for the cascade (default: salad-assets' whisper).")
     parser.add_argument("--num-fewshot", type=int, default=5, help="Up to this many shots (as many as fit).")
     parser.add_argument("--fewshot-file", help="MC items to draw shots from (default: train split or held-out part).")

@@ -8,8 +8,8 @@
   used in place, only located.
 
 Each conversion writes into a temporary folder, drops a done-marker and renames it into place, so an interrupted
-run never leaves a half folder and a finished one is never redone. Cache: `$SALAD_CACHE`, else
-`<repo>/.cache/salad-assets` (a source checkout), else `~/.cache/salad-assets`.
+run never leaves a half folder and a finished one is never redone. Cache: `$SALAD_CACHE/salad-assets`, else
+`<repo>/.cache/salad-assets` (a source checkout), else `~/.cache/salad/salad-assets`.
 """
 
 import argparse
@@ -42,14 +42,9 @@ def package_dir(name: str) -> Path:
 
 
 def cache_root(cache_dir=None) -> Path:
-    if cache_dir:
-        return Path(cache_dir)
-    if os.environ.get("SALAD_CACHE"):
-        return Path(os.environ["SALAD_CACHE"])
-    repo = Path(__file__).resolve().parents[1]
-    if (repo / "pyproject.toml").exists():
-        return repo / ".cache" / "salad-assets"
-    return Path.home() / ".cache" / "salad-assets"
+    from datasets_scripts.cache import cache_root as salad_cache_root
+
+    return Path(cache_dir) if cache_dir else salad_cache_root() / "salad-assets"
 
 
 def build_once(target: Path, build, label: str) -> Path:
@@ -273,7 +268,7 @@ def prepare_assets(cache_dir=None) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Prepare SALAD's embedded pretrained parts and print their paths.")
-    parser.add_argument("--cache-dir", default=None, help="Cache folder (default: $SALAD_CACHE or .cache/salad-assets)")
+    parser.add_argument("--cache-dir", default=None, help="Cache folder (default: $SALAD_CACHE/salad-assets, else .cache/salad-assets)")
     args = parser.parse_args(argv)
     for name, path in prepare_assets(args.cache_dir).items():
         print(f"{name}: {path}")

@@ -20,16 +20,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from datasets_scripts.cache import cache_root
+
 PYPI_FILES = {
     "bigbench": ("https://files.pythonhosted.org/packages/95/f8/c019b3579df548a04cac12342cfcb878e50ddf6cfcd7fddba8cfc721c157/"
                  "bigbench-1.0.0.tar.gz",
                  "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"),
 }
 EVALS_REQUIREMENT = "evals==3.0.1.post1"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SALAD_CACHE", Path(__file__).resolve().parents[1] / ".cache"))
 
 
 def _sha256(path: Path) -> str:
