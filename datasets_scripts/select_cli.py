@@ -123,7 +123,7 @@ def load_salad_checkpoint(checkpoint: str, device: str | torch.device = "cpu"):
         if not Path(checkpoint).is_dir():
             raise ValueError(f"checkpoint {checkpoint!r} is not a folder (or use 'untrained-demo')")
         model = SaladForCausalLM.from_pretrained(checkpoint)
-        processor = SaladProcessor.from_pretrained(checkpoint)
+        processor = SaladProcessor.from_pretrained(checkpoint, trust_remote_code=True)
     return model.to(device).eval(), processor
 
 
@@ -283,7 +283,7 @@ def run_selection(cfg: SelectConfig, model=None, processor=None, pool_voices=Non
         from modeling_salad import SaladProcessor
 
         processor = (load_salad_checkpoint(cfg.checkpoint)[1] if cfg.checkpoint == UNTRAINED_DEMO
-                     else SaladProcessor.from_pretrained(cfg.checkpoint))
+                     else SaladProcessor.from_pretrained(cfg.checkpoint, trust_remote_code=True))
     cost, budget = _cost_per_text(cfg, texts, processor, seconds_per_word)
     mean_cost = np.array([cost[labels_np == c].mean() for c in range(k)])
     n_texts = int(budget // float((target * mean_cost).sum()))

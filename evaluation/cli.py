@@ -88,7 +88,7 @@ def load_models(model_path: str, base_model: str | None, device: str):
         from modeling_salad import SaladForCausalLM, SaladProcessor
 
         model = SaladForCausalLM.from_pretrained(model_path).to(device).eval()
-        processor = SaladProcessor.from_pretrained(model_path)
+        processor = SaladProcessor.from_pretrained(model_path, trust_remote_code=True)
         base_model = base_model or model.config.base_text_model
         if not base_model:
             raise ValueError("The checkpoint's config has no base_text_model; pass --base-model PATH.")

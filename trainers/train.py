@@ -30,7 +30,7 @@ def build_model_and_processor(model_args: ModelArguments, seed: int = 0):
         return build_tiny_salad(seed=seed)
     if model_args.model_name_or_path:
         model = SaladForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=dtype)
-        return model, SaladProcessor.from_pretrained(model_args.model_name_or_path)
+        return model, SaladProcessor.from_pretrained(model_args.model_name_or_path, trust_remote_code=True)
     if not (model_args.text_model_name_or_path and model_args.audio_encoder_name_or_path):
         raise ValueError("give model_name_or_path, or text_model_name_or_path + audio_encoder_name_or_path, "
                          "or tiny_random: true")
