@@ -5,7 +5,9 @@
   file URL and checked against its published hash; only the task files are extracted.
 * `evals==3.0.1.post1` (wheel, 46 MB, MIT): OpenAI evals' jsonl registry (MMLU-style, QuaRTz, LogiQA, ...).
 
-Only `make demo` calls this; tests use the small fixtures under `tests/fixtures/`.
+Only `make demo` downloads them. `$SALAD_BIGBENCH_TARBALL` points at another BIG-bench tarball in the sdist's layout
+(the test suite's smoke demo uses `tests/fixtures/demo/bigbench-mini.tar.gz`), and `$SALAD_EVALS_WHEEL` at an evals
+wheel, or `none` to leave that corpus out: then nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -59,12 +61,24 @@ def fetch_pypi_file(name: str) -> Path:
     return dest
 
 
+def bigbench_archive() -> Path:
+    """`$SALAD_BIGBENCH_TARBALL`, else the `bigbench==1.0.0` sdist (downloaded once)."""
+    local = os.environ.get("SALAD_BIGBENCH_TARBALL")
+    if local:
+        if not Path(local).is_file():
+            raise FileNotFoundError(f"SALAD_BIGBENCH_TARBALL={local} does not exist")
+        return Path(local)
+    return fetch_pypi_file("bigbench")
+
+
 def bigbench_dir() -> Path:
-    """Folder of BIG-bench task folders (`<task>/task.json`, `<task>/<subtask>/task.json`), extracted once."""
-    root = cache_root() / "bigbench"
+    """Folder of BIG-bench task folders (`<task>/task.json`, `<task>/<subtask>/task.json`), extracted once per
+    archive."""
+    archive = bigbench_archive()
+    default = archive.name == PYPI_FILES["bigbench"][0].rsplit("/", 1)[1]
+    root = cache_root() / ("bigbench" if default else f"bigbench-{archive.name.split('.')[0]}")
     if (root / ".complete").is_file():
         return root
-    archive = fetch_pypi_file("bigbench")
     staging = root.with_name(root.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     with tarfile.open(archive) as tar:
@@ -73,7 +87,7 @@ def bigbench_dir() -> Path:
                 rel = Path(member.name.split("/benchmark_tasks/", 1)[1])
                 (staging / rel).parent.mkdir(parents=True, exist_ok=True)
                 (staging / rel).write_bytes(tar.extractfile(member).read())
-    (staging / ".complete").write_text("bigbench==1.0.0\n")
+    (staging / ".complete").write_text(f"{archive}\n")
     if root.exists():
         shutil.rmtree(root)
     os.replace(staging, root)
@@ -87,11 +101,15 @@ def bigbench_task(task: str) -> Path:
     return path
 
 
-def evals_wheel() -> Path:
-    """The OpenAI evals wheel (read with zipfile, never installed: its dependencies are heavy)."""
+def evals_wheel() -> Path | None:
+    """The OpenAI evals wheel (read with zipfile, never installed: its dependencies are heavy); `$SALAD_EVALS_WHEEL`
+    overrides it (`none`: no evals corpus, None is returned)."""
     import subprocess
     import sys
 
+    local = os.environ.get("SALAD_EVALS_WHEEL")
+    if local:
+        return None if local.lower() == "none" else Path(local)
     folder = cache_root() / "downloads"
     found = sorted(folder.glob("evals-3.0.1.post1-*.whl"))
     if found:

@@ -316,15 +316,17 @@ class DemoPipeline:
         into the corpora cache and subsampled per domain for this preset into OUT/data/pool.jsonl."""
         from datasets_scripts.text_pool import PoolConfig, build_text_pool, load_pool, save_pool
 
-        from .corpora import cache_root, evals_wheel, fetch_pypi_file
+        from .corpora import bigbench_archive, cache_root, evals_wheel
 
         target = self.data / "pool.jsonl"
         if target.is_file():
             return target
         exclude = pool_exclusions(EVAL_CANDIDATES)
-        shared = cache_root() / "pools" / f"demo-pool-{SHARED_POOL_MAX_PER_DOMAIN}-{len(exclude)}.jsonl"
+        bigbench, evals = bigbench_archive(), evals_wheel()
+        sources = "-".join(p.name.split(".")[0] for p in (bigbench, evals) if p is not None)
+        shared = cache_root() / "pools" / f"demo-pool-{sources}-{SHARED_POOL_MAX_PER_DOMAIN}-{len(exclude)}.jsonl"
         if not shared.is_file():
-            rows = build_text_pool(PoolConfig(bigbench=str(fetch_pypi_file("bigbench")), evals=str(evals_wheel()),
+            rows = build_text_pool(PoolConfig(bigbench=str(bigbench), evals=str(evals) if evals else None,
                                               exclude=tuple(exclude), max_per_domain=SHARED_POOL_MAX_PER_DOMAIN))
             save_pool(rows, shared)
         rows = load_pool(shared)

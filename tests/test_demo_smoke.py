@@ -3,9 +3,11 @@ the report and results are written, the exported model and dataset load the way 
 run reuses every stage."""
 
 import json
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,12 +16,22 @@ pytestmark = pytest.mark.assets
 from salad_demo.pipeline import STAGES, main
 
 
+MINI_BIGBENCH = Path(__file__).parent / "fixtures" / "demo" / "bigbench-mini.tar.gz"
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
+    """The smoke demo on the vendored mini BIG-bench and no evals wheel: the test suite downloads no corpus."""
     out = tmp_path_factory.mktemp("demo-smoke") / "run"
-    start = time.perf_counter()
-    assert main(["--preset", "smoke", "--output", str(out)]) == 0
-    return out, time.perf_counter() - start
+    saved = {k: os.environ.get(k) for k in ("SALAD_BIGBENCH_TARBALL", "SALAD_EVALS_WHEEL")}
+    os.environ.update(SALAD_BIGBENCH_TARBALL=str(MINI_BIGBENCH), SALAD_EVALS_WHEEL="none")
+    try:
+        start = time.perf_counter()
+        assert main(["--preset", "smoke", "--output", str(out)]) == 0
+        yield out, time.perf_counter() - start
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
 
 
 @pytest.mark.slow
