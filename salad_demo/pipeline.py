@@ -266,7 +266,8 @@ class DemoPipeline:
         return self._evaluate(self.out / "salad-init")
 
     # ------------------------------------------------------------------------------------------ training
-    def _train(self, name: str, model_path, span_datasets: list[str], decay_fraction: float, steps: int) -> dict:
+    def _train(self, name: str, model_path, span_datasets: list[str], decay_fraction: float, steps: int,
+               trainable: str = "adapter", llm_learning_rate: float | None = None) -> dict:
         import yaml
 
         from trainers.train import main as train_main
@@ -277,8 +278,9 @@ class DemoPipeline:
         config = {
             "model_name_or_path": str(model_path), "span_datasets": [str(s) for s in span_datasets],
             "replay_dataset": self.result("stage1_data")["replay"], "text_replay_ratio": 1 / 3,
-            "feature_cache_dir": feature_cache, "output_dir": str(output_dir), "trainable": "adapter",
-            "teacher": "shared", "alpha": 1.0, "beta": 0.0, "learning_rate": p.learning_rate,
+            # the teacher follows `trainable`: the shared frozen LLM, the LLM with LoRA off, or a frozen copy
+            "feature_cache_dir": feature_cache, "output_dir": str(output_dir), "trainable": trainable,
+            "alpha": 1.0, "beta": 0.0, "learning_rate": llm_learning_rate or p.learning_rate,
             "adapter_learning_rate": p.learning_rate, "lr_scheduler_type": "warmup_stable_decay",
             "warmup_steps": p.warmup_steps, "decay_fraction": decay_fraction, "max_steps": steps,
             "per_device_train_batch_size": p.batch_size, "gradient_accumulation_steps": 1,
