@@ -11,6 +11,7 @@ thing with ``group_column="doc_id"``, ``order_column="span_index"`` and whole do
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from typing import Any, Iterable, Iterator
 
@@ -74,7 +75,13 @@ def iter_utterance_documents(rows: Iterable[dict], text_column: str = "text", au
     """
     if utterances_per_document is not None and utterances_per_document < 1:
         raise ValueError("utterances_per_document must be >= 1 or None")
-    produced = 0
+    documents = _grouped_documents(rows, text_column, audio_column, group_column, order_column,
+                                   utterances_per_document, id_prefix)
+    return itertools.islice(documents, max_documents) if max_documents else documents
+
+
+def _grouped_documents(rows, text_column, audio_column, group_column, order_column, utterances_per_document,
+                       id_prefix) -> Iterator[dict]:
     seen: set = set()
     group_id, group_rows = None, []
 
@@ -96,22 +103,14 @@ def iter_utterance_documents(rows: Iterable[dict], text_column: str = "text", au
         key = str(row[group_column]) if group_column else str(index)
         if key != group_id:
             if group_id is not None:
-                for doc in flush():
-                    yield doc
-                    produced += 1
-                    if max_documents and produced >= max_documents:
-                        return
+                yield from flush()
             if group_column and key in seen:
                 raise ValueError(f"rows of group {key!r} are not contiguous (row {index}); sort by {group_column!r}")
             seen.add(key)
             group_id, group_rows = key, []
         group_rows.append(row)
     if group_id is not None:
-        for doc in flush():
-            yield doc
-            produced += 1
-            if max_documents and produced >= max_documents:
-                return
+        yield from flush()
 
 
 def documents_to_dataset(generator_fn, streaming: bool):
