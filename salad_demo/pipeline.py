@@ -35,14 +35,16 @@ from .demo_data import (eval_items, narrative_documents, pool_exclusions, read_j
 from .presets import NARRATIVE_RELATED, NARRATIVE_TASKS, PRESETS, RECIPE_NOTES, get_preset
 from .stages import StageRunner, atomic_write_text
 
-STAGES = ("assets", "salad_init", "first_look", "eval_sets", "stage1_data", "features", "eval_init", "stage1",
+STAGES = ("assets", "salad_init", "first_look", "eval_sets", "stage1_data", "features", "eval_init", "eval_reference",
+          "stage1",
           "eval_stage1", "select_active", "select_uniform", "stage2_active", "stage2_uniform", "eval_stage2_active",
           "eval_stage2_uniform", "export", "report")
 # what each stage writes (relative to OUT), removed when the stage is forced; caches keyed by content stay
 STAGE_OUTPUTS = {
     "salad_init": ["salad-init"], "first_look": ["first_look.json"], "eval_sets": ["data/eval"],
     "stage1_data": ["data/stage1", "data/stage1_documents.jsonl", "data/replay.jsonl"],
-    "eval_init": ["eval/salad-init"], "stage1": ["stage1"], "eval_stage1": ["eval/stage1"],
+    "eval_init": ["eval/salad-init"], "eval_reference": ["eval/reference-init", "reference-init"],
+    "stage1": ["stage1"], "eval_stage1": ["eval/stage1"],
     "select_active": ["stage2/select-active"], "select_uniform": ["stage2/select-uniform"],
     "stage2_active": ["stage2-active"], "stage2_uniform": ["stage2-uniform"],
     "eval_stage2_active": ["eval/stage2-active"], "eval_stage2_uniform": ["eval/stage2-uniform"],
@@ -264,6 +266,21 @@ class DemoPipeline:
 
     def stage_eval_init(self) -> dict:
         return self._evaluate(self.out / "salad-init")
+
+    def stage_eval_reference(self) -> dict:
+        """The naive reference: an untrained adapter learned from scratch on encoder frames (RECIPE_MLP), whose
+        gap is the one a from-scratch adapter starts from (and, on a CPU budget, stays at)."""
+        from modeling_salad import build_salad
+
+        from .presets import RECIPE_MLP
+
+        target = self.out / "reference-init"
+        if not (target / "config.json").is_file():
+            model, processor = build_salad(self.assets["llm"], self.assets["whisper"], **RECIPE_MLP)
+            model.save_pretrained(target)
+            processor.save_pretrained(target)
+            del model
+        return {**self._evaluate(target), "recipe": RECIPE_MLP}
 
     # ------------------------------------------------------------------------------------------ training
     def _train(self, name: str, model_path, span_datasets: list[str], decay_fraction: float, steps: int,

@@ -14,8 +14,9 @@ from pathlib import Path
 from .presets import RECIPE_NOTES
 from .stages import atomic_write_text
 
-EVAL_STAGES = (("salad-init", "eval_init"), ("stage I", "eval_stage1"), ("stage II active", "eval_stage2_active"),
-               ("stage II uniform", "eval_stage2_uniform"))
+REFERENCE = "untrained frame adapter (naive reference)"
+EVAL_STAGES = ((REFERENCE, "eval_reference"), ("salad-init", "eval_init"), ("stage I", "eval_stage1"),
+               ("stage II active", "eval_stage2_active"), ("stage II uniform", "eval_stage2_uniform"))
 TRAIN_STAGES = (("stage I", "stage1"), ("stage II active", "stage2_active"), ("stage II uniform", "stage2_uniform"))
 SUMMARY_KEYS = ("base_text_acc", "text_acc", "speech_acc", "cascade_acc", "gap", "chance_acc", "n")
 CURVE_KEYS = ("kd_loss", "misalignment", "forgetting")
@@ -32,6 +33,7 @@ def summary_rows(evaluations: dict) -> list[dict]:
     """One row per (stage, voice) with the average accuracies, the gap and the gap closed vs salad-init."""
     rows = []
     init = evaluations.get("salad-init", {})
+    naive = evaluations.get(REFERENCE, {})
     for stage, by_voice in evaluations.items():
         for role in ("seen", "unseen"):
             if role not in by_voice:
@@ -40,6 +42,8 @@ def summary_rows(evaluations: dict) -> list[dict]:
             row = {"stage": stage, "voice": role, "voice_name": by_voice[role].get("voice")}
             row.update({k: avg.get(k) for k in SUMMARY_KEYS})
             row["gap_closed_pct"] = gap_closed(init.get(role, {}).get("average", {}).get("gap"), avg.get("gap"))
+            row["gap_closed_vs_naive_pct"] = gap_closed(naive.get(role, {}).get("average", {}).get("gap"),
+                                                        avg.get("gap"))
             rows.append(row)
     return rows
 
@@ -217,14 +221,14 @@ def render_markdown(results: dict, plots: dict[str, str]) -> str:
              f"Eval voices: seen = `{p['seen_voice']}` (a training voice), unseen = `{p['unseen_voice']}` "
              "(never used in training).", "",
              "## Results", "",
-             "Average over the eval tasks; accuracy in %, gap = base LLM text − SALAD speech (points), "
-             "gap closed relative to salad-init.", "",
-             "| stage | voice | base text | SALAD text | SALAD speech | cascade | gap | gap closed % |",
-             "|---|---|---|---|---|---|---|---|"]
+             "Average over the eval tasks; accuracy in %, gap = base LLM text − SALAD speech (points); gap closed "
+             "relative to the naive reference (an untrained adapter on encoder frames) and to salad-init.", "",
+             "| stage | voice | base text | SALAD text | SALAD speech | cascade | gap | gap closed vs naive % | "
+             "gap closed vs salad-init % |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results["summary"]:
         lines.append(f"| {r['stage']} | {r['voice']} ({r.get('voice_name') or ''}) | {_fmt(r['base_text_acc'])} | "
                      f"{_fmt(r['text_acc'])} | {_fmt(r['speech_acc'])} | {_fmt(r['cascade_acc'])} | "
-                     f"{_fmt(r['gap'])} | {_fmt(r['gap_closed_pct'])} |")
+                     f"{_fmt(r['gap'])} | {_fmt(r.get('gap_closed_vs_naive_pct'))} | {_fmt(r['gap_closed_pct'])} |")
     chance = [r["chance_acc"] for r in results["summary"] if r.get("chance_acc") is not None]
     if chance:
         lines += ["", f"Chance: {chance[0]:.1f} %. Per-task numbers with 95 % intervals: `eval/*/*/results.json`."]
