@@ -12,6 +12,7 @@ run resumes at the first unfinished one; `--force STAGE` redoes STAGE and everyt
   stage1_data     narrow narrative domain -> span documents synthesized with the training voices + text replay
   features        frozen-encoder states of every clip, once, into OUT/cache
   eval_init       salad-init vs the base LLM: text, speech, cascade; seen and unseen voice
+  eval_reference  the naive reference: an untrained adapter on encoder frames (RECIPE_MLP), same eval sets
   stage1          cross-modal distillation (adapter only, WSD; checkpoint-pre-decay kept)   + eval_stage1
   select_active / select_uniform   Stage II selection on the broad pool, gamma 5 vs 0, same budget
   stage2_active / stage2_uniform   from Stage I's pre-decay checkpoint on narrow + selected + replay (thirds)
