@@ -14,7 +14,7 @@ from pathlib import Path
 from .presets import RECIPE_NOTES
 from .stages import atomic_write_text
 
-REFERENCE = "untrained frame adapter (naive reference)"
+REFERENCE = "naive reference"  # an untrained adapter on encoder frames (the eval_reference stage)
 EVAL_STAGES = ((REFERENCE, "eval_reference"), ("salad-init", "eval_init"), ("stage I", "eval_stage1"),
                ("stage II active", "eval_stage2_active"), ("stage II uniform", "eval_stage2_uniform"))
 TRAIN_STAGES = (("stage I", "stage1"), ("stage II active", "stage2_active"), ("stage II uniform", "stage2_uniform"))

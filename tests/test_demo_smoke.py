@@ -42,7 +42,7 @@ def test_smoke_preset_runs_every_stage_and_reports(smoke_run):
     results = json.loads((out / "results.json").read_text())
     assert {"preset", "recipe", "first_look", "eval_sets", "data", "evaluations", "summary", "training",
             "selection", "export", "stages"} <= set(results)
-    assert set(results["evaluations"]) == {"untrained frame adapter (naive reference)", "salad-init", "stage I",
+    assert set(results["evaluations"]) == {"naive reference", "salad-init", "stage I",
                                            "stage II active", "stage II uniform"}
     assert {(r["stage"], r["voice"]) for r in results["summary"]} >= {("salad-init", "seen"), ("stage I", "unseen")}
     for row in results["summary"]:
