@@ -7,7 +7,6 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from datasets_scripts.asr_check import WhisperTranscriber
 
