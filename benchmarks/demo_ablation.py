@@ -6,7 +6,8 @@ Runs once, on a demo folder whose data stages are done (`salad-demo --preset def
 assets,salad_init,first_look,eval_sets,stage1_data,features,eval_init`), and writes its table into
 benchmarks/RESULTS.md ("## Demo ablation: what trains"):
 
-    python benchmarks/demo_ablation.py --run runs/demo [--settings adapter adapter+lora adapter+llm] [--steps N]
+    python benchmarks/demo_ablation.py --run runs/demo [--settings adapter adapter+lora adapter+llm llm] [--steps N]
+        [--adapter-learning-rate LR] [--table-only]
 
 `make demo` then runs only the chosen setting (salad_demo/presets.py); its report says why.
 """
@@ -18,13 +19,13 @@ import json
 import re
 import shlex
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Demo ablation: what trains"
 # LLM learning rate per setting (the adapter keeps the preset's): the paper's LLM/adapter ratio is 1:20.
-LLM_LEARNING_RATES = {"adapter": None, "adapter+lora": 1e-4, "adapter+llm": 5e-5}
+LLM_LEARNING_RATES = {"adapter": None, "adapter+lora": 1e-4, "adapter+llm": 5e-5, "llm": 5e-5}
+
 
 
 def write_section(body: str) -> None:
@@ -36,9 +37,19 @@ def write_section(body: str) -> None:
     path.write_text(text)
 
 
+ROW_KEYS = ("base_text_acc", "text_acc", "speech_acc", "gap", "agreement", "choice_tv")
+
+
+def rows_dir(run_dir) -> Path:
+    return Path(run_dir) / "ablation"
+
+
 def run(args) -> list[dict]:
+    """Train and evaluate each requested setting; each row is kept as OUT/ablation/<name>.json, so the table
+    accumulates settings measured by separate invocations."""
     from salad_demo.pipeline import DemoPipeline
     from salad_demo.presets import get_preset
+    from salad_demo.stages import atomic_write_text
 
     stored = json.loads((Path(args.run) / "preset.json").read_text())
     pipeline = DemoPipeline(get_preset(stored["name"]), args.run)
@@ -47,19 +58,55 @@ def run(args) -> list[dict]:
     steps = args.steps or pipeline.preset.stage1_steps
     rows = []
     for setting in args.settings:
-        name = f"ablation-{setting.replace('+', '-')}"
-        start = time.perf_counter()
+        adapter_lr = args.adapter_learning_rate or pipeline.preset.learning_rate
+        name = f"ablation-{setting.replace('+', '-')}-lr{adapter_lr:g}-{steps}"
         trained = pipeline._train(name, pipeline.out / "salad-init", [pipeline.result("stage1_data")["dataset"]],
                                   pipeline.preset.decay_fraction, steps, trainable=setting,
-                                  llm_learning_rate=LLM_LEARNING_RATES[setting])
-        train_seconds = time.perf_counter() - start
+                                  llm_learning_rate=LLM_LEARNING_RATES[setting], adapter_learning_rate=adapter_lr)
+        history = json.loads(Path(trained["log_history"]).read_text())
+        train_seconds = next((h["train_runtime"] for h in reversed(history) if "train_runtime" in h), None)
         evaluated = pipeline._evaluate(trained["output_dir"])
-        rows.append({"setting": setting, "steps": steps, "train_seconds": train_seconds,
-                     "first_kd_loss": trained["first_kd_loss"], "last_kd_loss": trained["last_kd_loss"],
-                     **{f"{role}_{key}": evaluated[role]["average"].get(key)
-                        for role in ("seen", "unseen") for key in ("base_text_acc", "text_acc", "speech_acc", "gap")}})
-        print(json.dumps(rows[-1]), flush=True)
+        row = {"setting": setting, "steps": steps, "adapter_learning_rate": adapter_lr,
+               "llm_learning_rate": LLM_LEARNING_RATES[setting], "train_seconds": train_seconds,
+               "first_kd_loss": trained["first_kd_loss"], "last_kd_loss": trained["last_kd_loss"],
+               "command": "python benchmarks/demo_ablation.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+               **{f"{role}_{key}": evaluated[role]["average"].get(key)
+                  for role in ("seen", "unseen") for key in ROW_KEYS}}
+        atomic_write_text(rows_dir(args.run) / f"{name}.json", json.dumps(row, indent=1))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     return rows
+
+
+def _fmt(value, digits=1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def render_table(run_dir) -> str:
+    """Markdown table of salad-init and every stored ablation row (sorted by setting, then steps)."""
+    init = json.loads((Path(run_dir) / "stages" / "eval_init.json").read_text())["result"]
+    rows = [json.loads(p.read_text()) for p in sorted(rows_dir(run_dir).glob("*.json"))]
+    rows.sort(key=lambda r: (r["setting"], r["steps"], r["adapter_learning_rate"]))
+    lines = ["| setting | steps | adapter LR | LLM LR | train s | kd_loss first → last | text acc (base) | "
+             "speech seen / unseen | gap seen / unseen | speech = text answer % seen / unseen | "
+             "choice TV seen / unseen |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def both(source, key, digits=1):
+        return f"{_fmt(source('seen', key), digits)} / {_fmt(source('unseen', key), digits)}"
+
+    init_value = lambda role, key: init[role]["average"].get(key)
+    lines.append(f"| salad-init (untrained) | 0 | – | – | 0 | – | {_fmt(init_value('seen', 'text_acc'))} "
+                 f"({_fmt(init_value('seen', 'base_text_acc'))}) | {both(init_value, 'speech_acc')} | "
+                 f"{both(init_value, 'gap')} | {both(init_value, 'agreement')} | {both(init_value, 'choice_tv', 3)} |")
+    for r in rows:
+        value = lambda role, key, r=r: r.get(f"{role}_{key}")
+        lines.append(f"| {r['setting']} | {r['steps']} | {r['adapter_learning_rate']:g} | "
+                     f"{'–' if r['llm_learning_rate'] is None else format(r['llm_learning_rate'], 'g')} | "
+                     f"{_fmt(r['train_seconds'], 0)} | {_fmt(r['first_kd_loss'], 3)} → {_fmt(r['last_kd_loss'], 3)} | "
+                     f"{_fmt(value('seen', 'text_acc'))} ({_fmt(value('seen', 'base_text_acc'))}) | "
+                     f"{both(value, 'speech_acc')} | {both(value, 'gap')} | {both(value, 'agreement')} | "
+                     f"{both(value, 'choice_tv', 3)} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -67,22 +114,16 @@ def main() -> None:
     parser.add_argument("--run", default="runs/demo", help="demo folder with its data stages done")
     parser.add_argument("--settings", nargs="+", default=list(LLM_LEARNING_RATES), choices=list(LLM_LEARNING_RATES))
     parser.add_argument("--steps", type=int, default=None, help="Stage I steps (default: the preset's)")
+    parser.add_argument("--adapter-learning-rate", type=float, default=None,
+                        help="adapter learning rate (default: the preset's)")
+    parser.add_argument("--table-only", action="store_true", help="only rebuild the table from stored rows")
     args = parser.parse_args()
-    rows = run(args)
-    init = json.loads((Path(args.run) / "stages" / "eval_init.json").read_text())["result"]
-    lines = ["| setting | steps | train s | kd_loss first → last | text acc (base) | speech seen | speech unseen | "
-             "gap seen | gap unseen |", "|---|---|---|---|---|---|---|---|---|",
-             f"| salad-init (untrained) | 0 | 0 | – | {init['seen']['average']['text_acc']:.1f} "
-             f"({init['seen']['average']['base_text_acc']:.1f}) | {init['seen']['average']['speech_acc']:.1f} | "
-             f"{init['unseen']['average']['speech_acc']:.1f} | {init['seen']['average']['gap']:.1f} | "
-             f"{init['unseen']['average']['gap']:.1f} |"]
-    for r in rows:
-        lines.append(f"| {r['setting']} | {r['steps']} | {r['train_seconds']:.0f} | {r['first_kd_loss']:.3f} → "
-                     f"{r['last_kd_loss']:.3f} | {r['seen_text_acc']:.1f} ({r['seen_base_text_acc']:.1f}) | "
-                     f"{r['seen_speech_acc']:.1f} | {r['unseen_speech_acc']:.1f} | {r['seen_gap']:.1f} | "
-                     f"{r['unseen_gap']:.1f} |")
-    command = "python benchmarks/demo_ablation.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    write_section(f"Command: `{command}` (CPU, 2 cores)\n\n" + "\n".join(lines))
+    if not args.table_only:
+        run(args)
+    write_section("Each row: `python benchmarks/demo_ablation.py --run runs/demo --settings SETTING --steps N "
+                  "[--adapter-learning-rate LR]` (CPU, 2 cores), from the same salad-init, data, cached features "
+                  "and held-out spoken sets as the demo; rows are kept in `runs/demo/ablation/*.json`.\n\n"
+                  + render_table(args.run))
 
 
 if __name__ == "__main__":

@@ -12,12 +12,14 @@ import argparse
 import json
 import time
 
+from trainers.config import TRAINABLE_CHOICES
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--documents", type=int, default=16)
-    parser.add_argument("--trainable", default="adapter+llm", choices=["adapter", "adapter+llm", "adapter+lora"])
+    parser.add_argument("--trainable", default="adapter+llm", choices=list(TRAINABLE_CHOICES))
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--adapter_learning_rate", type=float, default=3e-3)
     parser.add_argument("--output_dir", default="/tmp/salad-overfit")

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from .audio import EncoderCache, SpokenQuestions
 from .generate_mode import generate_answer, judge_answer
-from .metrics import average_rows, summarize_task
+from .metrics import average_rows, speech_text_agreement, summarize_task
 from .prompts import FewShotSampler, split_fewshot_pool, validate_item
 from .scorer import MultipleChoiceScorer, check_normalization
 
@@ -171,6 +171,9 @@ def _evaluate_all(
             generate_max_new_tokens, generate_show_choices, progress,
         )
         row = summarize_task(correct, [len(item["choices"]) for item in scored], num_resamples, seed)
+        if "base_text" in records[0] and "speech" in records[0]:
+            row.update(speech_text_agreement([r["base_text"] for r in records], [r["speech"] for r in records],
+                                             num_resamples, seed))
         row["num_fewshot_pool"] = len(pool)
         row["mean_shots"] = _mean_shots(records)
         results[bench.name] = row

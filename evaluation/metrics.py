@@ -71,6 +71,34 @@ def paired_bootstrap_gap_ci(
     return _percentile_interval(samples, gap(base_text_correct, speech_correct), confidence)
 
 
+def choice_distribution(logprobs: Sequence[float]) -> np.ndarray:
+    """Softmax over a question's per-choice total log-likelihoods: the model's belief over its choices."""
+    values = np.asarray(logprobs, dtype=float)
+    weights = np.exp(values - values.max())
+    return weights / weights.sum()
+
+
+def speech_text_agreement(text_records: Sequence[Mapping], speech_records: Sequence[Mapping],
+                          num_resamples: int = 1000, seed: int = 0) -> dict:
+    """How closely the speech answers follow the base LLM's text answers on the same questions.
+
+    The gap compares two accuracies, so a question both modes get wrong in different ways counts as closed; with
+    the few hundred items a CPU can score, its interval is ±10 points. These two per-item measures see more:
+    `agreement` = % of items whose speech prediction equals the text prediction (bootstrap interval), and
+    `choice_tv` = mean total-variation distance between the two choice distributions (`choice_distribution`;
+    0 = speech behaves exactly as text, 1 = disjoint).
+    Records are `ChoiceScores.to_dict()` rows (`prediction`, `logprobs`) of the same items in the same order.
+    """
+    if len(text_records) != len(speech_records):
+        raise ValueError(f"Agreement needs the same items in both modes, got {len(text_records)} and "
+                         f"{len(speech_records)}.")
+    same = [t["prediction"] == s["prediction"] for t, s in zip(text_records, speech_records)]
+    tv = [0.5 * float(np.abs(choice_distribution(t["logprobs"]) - choice_distribution(s["logprobs"])).sum())
+          for t, s in zip(text_records, speech_records)]
+    return {"agreement": accuracy(same), "agreement_ci": list(bootstrap_ci(same, num_resamples, seed=seed)),
+            "choice_tv": float(np.mean(tv)) if tv else math.nan}
+
+
 def chance_accuracy(num_choices: Sequence[int]) -> float:
     """Expected accuracy (percent) of a uniform random guess."""
     counts = np.asarray(num_choices, dtype=float)
@@ -112,7 +140,8 @@ def average_rows(rows: Mapping[str, Mapping]) -> dict:
     if not rows:
         return {}
     average: dict = {"n": int(sum(row["n"] for row in rows.values())), "num_benchmarks": len(rows)}
-    keys = [key for key in (*ACCURACY_KEYS, "chance_acc") if all(key in row for row in rows.values())]
+    keys = [key for key in (*ACCURACY_KEYS, "chance_acc", "agreement", "choice_tv")
+            if all(key in row for row in rows.values())]
     for key in keys:
         average[key] = float(np.mean([row[key] for row in rows.values()]))
     if "base_text_acc" in average and "speech_acc" in average:

@@ -285,12 +285,16 @@ class DemoPipeline:
 
     # ------------------------------------------------------------------------------------------ training
     def _train(self, name: str, model_path, span_datasets: list[str], decay_fraction: float, steps: int,
-               trainable: str = "adapter", llm_learning_rate: float | None = None) -> dict:
+               trainable: str | None = None, llm_learning_rate: float | None = None,
+               adapter_learning_rate: float | None = None) -> dict:
         import yaml
 
         from trainers.train import main as train_main
 
         p = self.preset
+        trainable = trainable or p.trainable
+        adapter_learning_rate = adapter_learning_rate or p.learning_rate
+        llm_learning_rate = llm_learning_rate or p.llm_learning_rate
         output_dir = self.out / name
         feature_cache = str(self.encoder_cache_dir(self.init_config()))
         config = {
@@ -298,8 +302,8 @@ class DemoPipeline:
             "replay_dataset": self.result("stage1_data")["replay"], "text_replay_ratio": 1 / 3,
             # the teacher follows `trainable`: the shared frozen LLM, the LLM with LoRA off, or a frozen copy
             "feature_cache_dir": feature_cache, "output_dir": str(output_dir), "trainable": trainable,
-            "alpha": 1.0, "beta": 0.0, "learning_rate": llm_learning_rate or p.learning_rate,
-            "adapter_learning_rate": p.learning_rate, "lr_scheduler_type": "warmup_stable_decay",
+            "alpha": 1.0, "beta": 0.0, "learning_rate": llm_learning_rate or adapter_learning_rate,
+            "adapter_learning_rate": adapter_learning_rate, "lr_scheduler_type": "warmup_stable_decay",
             "warmup_steps": p.warmup_steps, "decay_fraction": decay_fraction, "max_steps": steps,
             "per_device_train_batch_size": p.batch_size, "gradient_accumulation_steps": 1,
             "max_length": p.max_length, "logging_steps": p.logging_steps, "save_strategy": "no",
@@ -309,6 +313,10 @@ class DemoPipeline:
             # span datasets already alternate speech and text spans (text spans carry no audio): hear every clip
             "speech_policy": "all",
         }
+        if trainable in ("adapter+llm", "llm"):
+            # The teacher is always the base text LLM: Stage II starts from a checkpoint whose LLM has trained, so
+            # a frozen copy of *that* LLM would let the teacher drift from the text model the paper distils.
+            config["teacher"] = str(self.assets["llm"])
         config_path = output_dir / "train.yaml"
         atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))
         trainer = train_main([str(config_path)])

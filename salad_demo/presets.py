@@ -31,6 +31,29 @@ RECIPE_NOTES = {
     "transformer": "Causal transformer adapter on stacked encoder frames (the paper's), trained from scratch.",
 }
 
+# What trains in Stage I/II (DistillationConfig.trainable) and why; chosen by benchmarks/demo_ablation.py.
+TRAINABLE_NOTES = {
+    "adapter": "the adapter trains, the LLM stays frozen (the teacher is the same frozen LLM reading the all-text "
+               "document).",
+    "adapter+lora": "the adapter and LoRA matrices on the LLM train; the teacher is the LLM with LoRA disabled.",
+    "adapter+llm": "the adapter and the whole LLM train, as in the paper; the teacher is a frozen copy of the base "
+                   "LLM and a third of the batches are text-only replay, so text skills are protected.",
+    "llm": "the whole LLM trains behind the frozen adapter; the teacher is the frozen base LLM and a third of the "
+           "batches are text-only replay, so text skills are protected.",
+}
+
+# The demo's choice (benchmarks/demo_ablation.py, benchmarks/RESULTS.md "Demo ablation: what trains"): with the
+# transcript adapter, training the adapter's correction on the narrow Stage I domain moved held-out spoken answers
+# away from the text answers at every adapter learning rate tried, while training the LLM behind the untouched
+# adapter (frozen base-LLM teacher, text replay) moved them closer and kept text accuracy.
+TRAINABLE = "llm"
+LLM_LEARNING_RATE = 5e-5
+TRAINABLE_WHY = ("Chosen by `benchmarks/demo_ablation.py` on the same data and held-out questions (RESULTS.md "
+                 "\"Demo ablation: what trains\"): training the adapter's correction (learning rate 1e-3 or 1e-4, "
+                 "alone, with LoRA or with the LLM) moved held-out spoken answers away from the text answers, while "
+                 "training only the LLM behind the untouched transcript adapter moved them closer and kept text "
+                 "accuracy.")
+
 # Voices: training voices (flite + festival), an evaluation voice among them ("seen") and a neural voice never
 # used in training ("unseen": Piper joe).
 TRAINING_VOICES = "flite:slt,flite:rms,flite:awb,flite:kal16,festival:kal_diphone,festival:ked_diphone"
@@ -77,6 +100,10 @@ class DemoPreset:
     stage2_steps: int = field(default=80, metadata={"help": "Stage II optimizer steps (each of active/uniform)"})
     batch_size: int = field(default=8, metadata={"help": "documents per step"})
     learning_rate: float = field(default=1e-3, metadata={"help": "adapter learning rate"})
+    trainable: str = field(default=TRAINABLE, metadata={
+        "help": "what trains: adapter | adapter+lora | adapter+llm | llm (chosen by benchmarks/demo_ablation.py)"})
+    llm_learning_rate: float | None = field(default=LLM_LEARNING_RATE, metadata={
+        "help": "LLM (or LoRA) learning rate when it trains; None = the adapter's"})
     warmup_steps: int = field(default=10, metadata={"help": "WSD warmup steps"})
     decay_fraction: float = field(default=0.2, metadata={"help": "Stage I WSD decay fraction (Stage II: 1.0)"})
     logging_steps: int = field(default=5, metadata={"help": "log every N steps"})
@@ -119,14 +146,14 @@ PRESETS = {
         selection_budget_texts=3, selection_probe_size=1, selection_max_cer=None, first_look_max_new_tokens=6),
     # Budget on 2 idle cores (~130 GFLOPS fp32): a 135M LLM costs ~1 GFLOP per trained token (student forward +
     # backward + teacher forward) and ~0.3 GFLOP per scored token; the transcript recipe decodes each clip once
-    # (~0.5 s). Sizes: ~1,100 clips, ~40k trained tokens in Stage I, 2 tasks x 32 scored items x 4 checkpoints.
+    # (~0.5 s). Sizes: ~1,100 clips, ~40k trained tokens in Stage I, 2 tasks (general_knowledge 62 + known_unknowns 38 scored items) x 5 checkpoints.
     "default": DemoPreset(
-        name="default", output_dir="runs/demo", eval_items_per_task=40, num_fewshot=2, fewshot_pool_size=8,
+        name="default", output_dir="runs/demo", eval_items_per_task=70, num_fewshot=2, fewshot_pool_size=8,
         eval_max_length=384, stage1_documents=180, replay_documents=180, document_words=80, stage1_steps=60,
         stage2_steps=30, batch_size=4, warmup_steps=5, logging_steps=2, diagnostics_steps=20, probe_size=4,
         pool_max_per_domain=10, num_clusters=16, selection_budget_texts=150, selection_probe_size=3),
     "long": DemoPreset(
-        name="long", output_dir="runs/demo-long", eval_items_per_task=60, stage1_documents=800,
+        name="long", output_dir="runs/demo-long", eval_items_per_task=200, stage1_documents=800,
         replay_documents=800, stage1_steps=400, stage2_steps=200, diagnostics_steps=50, num_clusters=32,
         selection_budget_texts=600, pool_max_per_domain=40, selection_probe_size=4),
 }

@@ -11,14 +11,15 @@ import os
 import shutil
 from pathlib import Path
 
-from .presets import RECIPE_NOTES
+from .presets import RECIPE_NOTES, TRAINABLE, TRAINABLE_NOTES, TRAINABLE_WHY
 from .stages import atomic_write_text
 
 REFERENCE = "naive reference"  # an untrained adapter on encoder frames (the eval_reference stage)
 EVAL_STAGES = ((REFERENCE, "eval_reference"), ("salad-init", "eval_init"), ("stage I", "eval_stage1"),
                ("stage II active", "eval_stage2_active"), ("stage II uniform", "eval_stage2_uniform"))
 TRAIN_STAGES = (("stage I", "stage1"), ("stage II active", "stage2_active"), ("stage II uniform", "stage2_uniform"))
-SUMMARY_KEYS = ("base_text_acc", "text_acc", "speech_acc", "cascade_acc", "gap", "chance_acc", "n")
+SUMMARY_KEYS = ("base_text_acc", "text_acc", "speech_acc", "cascade_acc", "gap", "chance_acc", "n", "agreement",
+                "choice_tv")
 CURVE_KEYS = ("kd_loss", "misalignment", "forgetting")
 
 
@@ -46,6 +47,47 @@ def summary_rows(evaluations: dict) -> list[dict]:
                                                         avg.get("gap"))
             rows.append(row)
     return rows
+
+
+def _average_over_voices(summary: list[dict], stage: str, key: str) -> float | None:
+    values = [r[key] for r in summary if r["stage"] == stage and r.get(key) is not None]
+    return sum(values) / len(values) if values else None
+
+
+def goal_checks(summary: list[dict]) -> list[dict]:
+    """The issue's four goals, each with the numbers it rests on and whether it is met (None: not measured).
+
+    Gaps and accuracies are averaged over the two eval voices; the "initial gap" is the naive reference's (an
+    untrained adapter on encoder frames), with salad-init's (the untrained transcript adapter) reported beside it.
+    """
+    avg = lambda stage, key: _average_over_voices(summary, stage, key)
+    checks = []
+    gap_naive, gap_init, gap_s1 = avg(REFERENCE, "gap"), avg("salad-init", "gap"), avg("stage I", "gap")
+    closed = gap_closed(gap_naive, gap_s1)
+    checks.append({"goal": "Stage I closes at least half of the initial gap (naive reference)",
+                   "value": f"gap {_fmt(gap_naive)} → {_fmt(gap_s1)} points ({_fmt(closed)} % closed; "
+                            f"salad-init's gap {_fmt(gap_init)})",
+                   "met": None if closed is None else closed >= 50.0})
+    active, uniform = avg("stage II active", "speech_acc"), avg("stage II uniform", "speech_acc")
+    checks.append({"goal": "Stage II active ≥ uniform at the same budget",
+                   "value": f"speech {_fmt(active)} vs {_fmt(uniform)} %",
+                   "met": None if active is None or uniform is None else active >= uniform})
+    drops = [r["base_text_acc"] - r["text_acc"] for r in summary
+             if r["stage"] != REFERENCE and r.get("text_acc") is not None and r.get("base_text_acc") is not None]
+    checks.append({"goal": "text accuracy within 1 point of the base model",
+                   "value": f"largest drop {_fmt(max(drops) if drops else None)} points",
+                   "met": None if not drops else max(drops) <= 1.0})
+    trained = [stage for stage in ("stage I", "stage II active", "stage II uniform")
+               if any(r["stage"] == stage for r in summary)]
+    losses = {}
+    for stage in trained:
+        by_voice = {r["voice"]: r.get("speech_acc") for r in summary if r["stage"] == stage}
+        if by_voice.get("seen") is not None and by_voice.get("unseen") is not None:
+            losses[stage] = by_voice["seen"] - by_voice["unseen"]
+    checks.append({"goal": "unseen voice at most 3 points below the training voices",
+                   "value": ", ".join(f"{stage}: {_fmt(loss)}" for stage, loss in losses.items()) or "–",
+                   "met": None if not losses else max(losses.values()) <= 3.0})
+    return checks
 
 
 def training_curves(history: list[dict], step_offset: int = 0) -> dict[str, list[tuple[int, float]]]:
@@ -99,6 +141,7 @@ def collect_results(pipeline) -> dict:
                  "pool_excluded_tasks": _pool_exclusions(p)},
         "evaluations": evaluations,
         "summary": summary_rows(evaluations),
+        "goals": goal_checks(summary_rows(evaluations)),
         "training": training,
         "selection": selection,
         "export": rec("export"),
@@ -224,19 +267,34 @@ def render_markdown(results: dict, plots: dict[str, str]) -> str:
              "Average over the eval tasks; accuracy in %, gap = base LLM text − SALAD speech (points); gap closed "
              "relative to the naive reference (an untrained adapter on encoder frames) and to salad-init.", "",
              "| stage | voice | base text | SALAD text | SALAD speech | cascade | gap | gap closed vs naive % | "
-             "gap closed vs salad-init % |", "|---|---|---|---|---|---|---|---|---|"]
+             "gap closed vs salad-init % | speech = text answer % | choice TV |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["summary"]:
         lines.append(f"| {r['stage']} | {r['voice']} ({r.get('voice_name') or ''}) | {_fmt(r['base_text_acc'])} | "
                      f"{_fmt(r['text_acc'])} | {_fmt(r['speech_acc'])} | {_fmt(r['cascade_acc'])} | "
-                     f"{_fmt(r['gap'])} | {_fmt(r.get('gap_closed_vs_naive_pct'))} | {_fmt(r['gap_closed_pct'])} |")
+                     f"{_fmt(r['gap'])} | {_fmt(r.get('gap_closed_vs_naive_pct'))} | {_fmt(r['gap_closed_pct'])} | "
+                     f"{_fmt(r.get('agreement'))} | {_fmt(r.get('choice_tv'), 3)} |")
     chance = [r["chance_acc"] for r in results["summary"] if r.get("chance_acc") is not None]
+    n = [r["n"] for r in results["summary"] if r.get("n")]
     if chance:
-        lines += ["", f"Chance: {chance[0]:.1f} %. Per-task numbers with 95 % intervals: `eval/*/*/results.json`."]
+        lines += ["", f"Chance: {chance[0]:.1f} %. {n[0] if n else '?'} held-out spoken questions per voice; a "
+                  "difference of accuracies needs about ±10 points to be resolved at this size (per-task 95 % "
+                  "intervals: `eval/*/*/results.json`). The last two columns compare each spoken answer with the "
+                  "base LLM's answer to the same question in text (`evaluation.metrics.speech_text_agreement`): "
+                  "the share of identical answers and the mean total-variation distance between the two choice "
+                  "distributions (0 = speech behaves exactly as text); they move with smaller changes than "
+                  "accuracy does."]
+    if results.get("goals"):
+        lines += ["", "## Goals", "", "| goal | measured | met |", "|---|---|---|"]
+        for g in results["goals"]:
+            verdict = "–" if g["met"] is None else ("yes" if g["met"] else "**no**")
+            lines.append(f"| {g['goal']} | {g['value']} | {verdict} |")
     lines += ["", "## Recipe", "", f"`build_salad(llm, whisper, {', '.join(f'{k}={v!r}' for k, v in recipe.items() if k != 'note')})`",
               "", recipe.get("note", ""), "",
-              "Training: cross-modal distillation KL(teacher ‖ student), the adapter trains and the LLM stays "
-              "frozen (the teacher is the same frozen LLM reading the all-text document), warmup–stable–decay; "
-              "Stage II starts from Stage I's pre-decay checkpoint and decays over its whole length."]
+              f"Training: cross-modal distillation KL(teacher ‖ student); what trains: `{p.get('trainable', 'adapter')}`"
+              f" — {TRAINABLE_NOTES.get(p.get('trainable', 'adapter'), '')} Warmup–stable–decay; Stage II starts "
+              "from Stage I's pre-decay checkpoint and decays over its whole length."
+              + (f" {TRAINABLE_WHY}" if p.get("trainable", "adapter") == TRAINABLE else "")]
     fl = results.get("first_look")
     if fl:
         lines += ["", "## First look (salad-init, fresh process, AutoModel + trust_remote_code)", "",

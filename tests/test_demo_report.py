@@ -2,7 +2,7 @@
 
 import json
 
-from salad_demo.report import gap_closed, summary_rows, training_curves, write_report
+from salad_demo.report import REFERENCE, gap_closed, goal_checks, summary_rows, training_curves, write_report
 
 
 def _eval(base, speech, cascade, voice):
@@ -86,3 +86,21 @@ def test_report_without_training_or_selection_still_renders(tmp_path):
     write_report(results, tmp_path)
     assert "## Results" in (tmp_path / "REPORT.md").read_text()
     assert not (tmp_path / "plots" / "training.png").exists()
+
+
+def test_goal_checks_compute_each_verdict_from_the_summary(tmp_path):
+    evaluations = _fixture(tmp_path)["evaluations"]
+    evaluations[REFERENCE] = {"seen": _eval(50.0, 10.0, 45.0, "flite:slt"), "unseen": _eval(50.0, 10.0, 45.0, "piper")}
+    evaluations["stage I"]["seen"]["average"]["text_acc"] = 48.5  # a 1.5-point text drop
+    goals = goal_checks(summary_rows(evaluations))
+    by_goal = {g["goal"].split()[0] + g["goal"].split()[1]: g for g in goals}
+    # initial (naive) gap 40; stage I gaps 20 (seen) and 25 (unseen) -> mean 22.5 -> 43.75 % closed
+    assert not by_goal["StageI"]["met"] and "43.8 % closed" in by_goal["StageI"]["value"]
+    assert by_goal["StageII"]["met"]  # active 37.5 vs uniform 32.5
+    assert not by_goal["textaccuracy"]["met"] and "1.5" in by_goal["textaccuracy"]["value"]
+    assert not by_goal["unseenvoice"]["met"]  # every trained stage loses 5 points on the unseen voice
+    results = _fixture(tmp_path)
+    results["goals"] = goals
+    write_report(results, tmp_path)
+    assert "| Stage II active ≥ uniform at the same budget | speech 37.5 vs 32.5 % | yes |" in \
+        (tmp_path / "REPORT.md").read_text()

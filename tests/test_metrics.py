@@ -58,3 +58,23 @@ def test_summary_rows_and_average_gap_identities():
         summarize_task({"bogus": [1]}, [2])
     with pytest.raises(ValueError, match="results for"):
         summarize_task({"speech_acc": [1, 0]}, [2])
+
+
+def test_speech_text_agreement_by_hand():
+    from evaluation.metrics import choice_distribution, speech_text_agreement
+
+    text = [{"prediction": 0, "logprobs": [math.log(0.75), math.log(0.25)]},
+            {"prediction": 1, "logprobs": [math.log(0.5), math.log(0.5) + 1e-9]}]
+    same = [{"prediction": 0, "logprobs": [math.log(0.75), math.log(0.25)]},
+            {"prediction": 1, "logprobs": [math.log(0.5), math.log(0.5) + 1e-9]}]
+    flipped = [{"prediction": 1, "logprobs": [math.log(0.25), math.log(0.75)]},
+               {"prediction": 1, "logprobs": [-50.0, 0.0]}]
+    assert choice_distribution([math.log(3.0), 0.0]) == pytest.approx([0.75, 0.25])
+    exact = speech_text_agreement(text, same, num_resamples=50)
+    assert exact["agreement"] == 100.0 and exact["choice_tv"] == pytest.approx(0.0, abs=1e-9)
+    moved = speech_text_agreement(text, flipped, num_resamples=50)
+    # item 1: |0.75-0.25| = 0.5 TV; item 2: from (0.5, 0.5) to (0, 1): 0.5 TV; predictions agree on item 2 only
+    assert moved["agreement"] == 50.0 and moved["choice_tv"] == pytest.approx(0.5, abs=1e-6)
+    assert moved["agreement_ci"][0] <= 50.0 <= moved["agreement_ci"][1]
+    with pytest.raises(ValueError, match="same items"):
+        speech_text_agreement(text, flipped[:1])

@@ -43,7 +43,7 @@ def probe_batch(trainer, dataset):
 
 
 @pytest.mark.parametrize("trainable,teacher", [("adapter", "shared"), ("adapter+lora", "base"),
-                                               ("adapter+llm", "frozen_copy")])
+                                               ("adapter+llm", "frozen_copy"), ("llm", "frozen_copy")])
 def test_two_steps_train_the_right_parts_and_the_teacher_never_drifts(tmp_path, dataset, trainable, teacher):
     model, processor = build_tiny_salad()
     args = make_args(tmp_path, trainable=trainable, lora_r=4)
@@ -56,11 +56,11 @@ def test_two_steps_train_the_right_parts_and_the_teacher_never_drifts(tmp_path, 
     trainer.train()
     history = [h for h in trainer.state.log_history if "kd_loss" in h]
     assert len(history) == 2 and all(torch.isfinite(torch.tensor(h["kd_loss"])) for h in history)
-    assert changed(before, model, "multi_modal_projector.")
+    assert changed(before, model, "multi_modal_projector.") == (trainable != "llm")
     assert not changed(before, model, "audio_tower.")
     base_llm = {k: v for k, v in before.items() if k.startswith("language_model.") and "lora_" not in k}
     llm_changed = changed(base_llm, model, "language_model.")
-    assert llm_changed == (trainable == "adapter+llm")
+    assert llm_changed == (trainable in ("adapter+llm", "llm"))
     if trainable == "adapter+lora":
         assert changed({k: v for k, v in before.items() if "lora_B" in k}, model, "language_model.")
     teacher_after = trainer.teacher_logits(batch["teacher_input_ids"], batch["teacher_attention_mask"],

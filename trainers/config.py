@@ -9,7 +9,7 @@ from trl import SFTConfig
 __all__ = ["DistillationConfig", "ModelArguments", "DataArguments", "TEACHER_MODES", "TRAINABLE_CHOICES"]
 
 TEACHER_MODES = ("frozen_copy", "base", "shared")
-TRAINABLE_CHOICES = ("adapter", "adapter+llm", "adapter+lora")
+TRAINABLE_CHOICES = ("adapter", "adapter+llm", "adapter+lora", "llm")
 
 
 @dataclass
@@ -32,9 +32,11 @@ class DistillationConfig(SFTConfig):
         "help": "'frozen_copy' (a frozen copy of the initial LLM; needed when the LLM is fully fine-tuned, as in "
                 "the paper), 'base' (the LLM with its LoRA adapters disabled), 'shared' (the student's own LLM, "
                 "valid only while the LLM is frozen), or a path to another text LLM with the same tokenizer. "
-                "Default: 'shared' for trainable=adapter, 'base' for adapter+lora, 'frozen_copy' for adapter+llm."})
+                "Default: 'shared' for trainable=adapter, 'base' for adapter+lora, 'frozen_copy' for adapter+llm and llm."})
     trainable: str = field(default="adapter", metadata={
-        "help": "What trains: 'adapter' (LLM frozen), 'adapter+llm' (full fine-tuning, paper) or 'adapter+lora'."})
+        "help": "What trains: 'adapter' (LLM frozen), 'adapter+llm' (full fine-tuning, paper), 'adapter+lora', or "
+                "'llm' (the whole LLM, adapter frozen: for an adapter that already maps speech into the LLM's "
+                "input space, e.g. adapter_type='transcript')."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (trainable=adapter+lora)."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (trainable=adapter+lora)."})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (trainable=adapter+lora)."})
@@ -74,7 +76,8 @@ class DistillationConfig(SFTConfig):
         if self.trainable not in TRAINABLE_CHOICES:
             raise ValueError(f"trainable must be one of {TRAINABLE_CHOICES}, got {self.trainable!r}")
         if self.teacher is None:
-            self.teacher = {"adapter": "shared", "adapter+lora": "base", "adapter+llm": "frozen_copy"}[self.trainable]
+            self.teacher = {"adapter": "shared", "adapter+lora": "base", "adapter+llm": "frozen_copy",
+                            "llm": "frozen_copy"}[self.trainable]
         if self.teacher == "shared" and self.trainable != "adapter":
             raise ValueError("teacher='shared' needs a frozen LLM (trainable='adapter'); the teacher would drift")
         if self.teacher == "base" and self.trainable != "adapter+lora":

@@ -125,11 +125,11 @@ class DistillationTrainer(SFTTrainer):
     # ---------------------------------------------------------------------------------------------- setup
     def _setup_trainable_and_teacher(self, model, args, processor, teacher_model):
         model.audio_tower.requires_grad_(False)
-        model.multi_modal_projector.requires_grad_(True)
+        model.multi_modal_projector.requires_grad_(args.trainable != "llm")
         lm = model.language_model
         if args.trainable == "adapter":
             lm.requires_grad_(False)
-        elif args.trainable == "adapter+llm":
+        elif args.trainable in ("adapter+llm", "llm"):
             lm.requires_grad_(True)
         else:
             if not lora_modules(lm):
