@@ -107,3 +107,13 @@ def test_salad_objective_mixes_kd_and_nll():
     torch.testing.assert_close(nll0, torch.nn.functional.cross_entropy(s.reshape(-1, 8), targets.reshape(-1)))
     loss_half, kd, nll = salad_objective(s, t, targets, alpha=0.5)
     torch.testing.assert_close(loss_half, 0.5 * kd + 0.5 * nll)
+
+
+def test_shared_vocabulary_drops_the_students_appended_ids_only():
+    from trainers.losses import shared_vocabulary
+
+    student, teacher = torch.randn(2, 3, 7), torch.randn(2, 3, 6)
+    assert torch.equal(shared_vocabulary(student, teacher), student[..., :6])
+    assert shared_vocabulary(teacher, teacher) is teacher
+    with pytest.raises(ValueError, match="larger"):
+        shared_vocabulary(teacher, student)

@@ -165,6 +165,33 @@ def test_teacher_from_a_path_must_share_the_tokenizer(tmp_path, dataset):
                             train_dataset=dataset, processing_class=processor)
 
 
+def test_teacher_without_the_audio_token_distils_over_the_shared_vocabulary(tmp_path, dataset):
+    """The base text LLM as teacher (as Stage II of the demo uses it): the student's vocabulary is the teacher's plus
+    the appended <|audio|> id; training works and F compares the shared ids only."""
+    import copy
+
+    from trainers.diagnostics import forgetting
+    from trainers.tiny import tiny_documents
+
+    model, processor = build_tiny_salad()
+    vocab = model.get_output_embeddings().weight.shape[0]
+    assert model.config.audio_token_id == vocab - 1
+    teacher = copy.deepcopy(model.language_model)
+    teacher.resize_token_embeddings(vocab - 1)
+    assert forgetting(model, teacher, processor, tiny_documents(2)) == pytest.approx(0.0, abs=1e-6)
+    trainer = DistillationTrainer(model=model, args=make_args(tmp_path, trainable="llm"), train_dataset=dataset,
+                                  processing_class=processor, teacher_model=teacher)
+    trainer.train()
+    history = [h for h in trainer.state.log_history if "kd_loss" in h]
+    assert len(history) == 2 and all(torch.isfinite(torch.tensor(h["kd_loss"])) for h in history)
+    # a teacher with an unrelated extra id (not an added token of the student) is refused
+    bigger = copy.deepcopy(model.language_model)
+    bigger.resize_token_embeddings(vocab + 1)
+    with pytest.raises(ValueError, match="vocabulary size"):
+        DistillationTrainer(model=build_tiny_salad()[0], args=make_args(tmp_path, trainable="llm"),
+                            train_dataset=dataset, processing_class=processor, teacher_model=bigger)
+
+
 def test_diagnostics_are_zero_for_identical_models_and_positive_for_speech(dataset):
     from trainers.diagnostics import forgetting, misalignment
     from trainers.tiny import tiny_documents

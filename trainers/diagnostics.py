@@ -13,7 +13,7 @@ import contextlib
 
 import torch
 
-from .losses import distillation_loss
+from .losses import distillation_loss, shared_vocabulary
 
 __all__ = ["logits_at_positions", "misalignment", "forgetting"]
 
@@ -116,6 +116,7 @@ def forgetting(model, teacher, processor, documents_or_texts, collator=None, bat
             student = logits_at_positions(model, batch["teacher_positions"], **text_inputs)
             reference = logits_at_positions(teacher, batch["teacher_positions"], **text_inputs)
             n = int(batch["distill_mask"].sum())
+            student = shared_vocabulary(student, reference)
             total += float(distillation_loss(student.float(), reference.float(), batch["distill_mask"])) * n
             count += n
     return total / max(count, 1)

@@ -23,6 +23,19 @@ import torch.nn.functional as F
 __all__ = ["distillation_loss", "salad_objective", "token_nll", "per_token_divergence"]
 
 
+def shared_vocabulary(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Student logits `[..., V_s]` restricted to the teacher's vocabulary `[..., V_t]` (V_t <= V_s).
+
+    A SALAD student's vocabulary is its text LLM's plus added tokens (the `<|audio|>` placeholder) appended after
+    the teacher's ids; those never occur as distilled targets, so the divergence is taken over the shared ids
+    (the student's distribution renormalized over them). Equal sizes return the logits unchanged.
+    """
+    student_vocab, teacher_vocab = student_logits.shape[-1], teacher_logits.shape[-1]
+    if teacher_vocab > student_vocab:
+        raise ValueError(f"teacher vocabulary ({teacher_vocab}) is larger than the student's ({student_vocab})")
+    return student_logits if teacher_vocab == student_vocab else student_logits[..., :teacher_vocab]
+
+
 def _validate(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask, beta: float, temperature: float):
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(

@@ -15,7 +15,7 @@ from .callbacks import DiagnosticsCallback, EpochToCollatorCallback, PreDecayChe
 from .collator import SpanDocumentCollator
 from .config import TEACHER_MODES, DistillationConfig
 from .diagnostics import logits_at_positions
-from .losses import salad_objective
+from .losses import salad_objective, shared_vocabulary
 from .saving import export_self_contained, lora_modules, merged_state_dict
 
 __all__ = ["DistillationTrainer", "LoraDisabledTeacher"]
@@ -159,7 +159,12 @@ class DistillationTrainer(SFTTrainer):
     def _check_teacher_vocab(teacher, processor, model, path=None):
         student_vocab = model.get_output_embeddings().weight.shape[0]
         teacher_vocab = teacher.get_output_embeddings().weight.shape[0]
-        if student_vocab != teacher_vocab:
+        # The student may extend the teacher's vocabulary with added tokens (its <|audio|> placeholder) appended
+        # after the teacher's ids; the loss then compares the shared ids (trainers.losses.shared_vocabulary).
+        tokenizer = getattr(processor, "tokenizer", processor)
+        added = set(tokenizer.get_added_vocab().values()) if hasattr(tokenizer, "get_added_vocab") else set()
+        extra = [i for i in range(teacher_vocab, student_vocab) if i < len(tokenizer) and i not in added]
+        if student_vocab < teacher_vocab or extra:
             raise ValueError(f"teacher vocabulary size {teacher_vocab} differs from the student's {student_vocab}; "
                              "the teacher must share the student's tokenizer")
         if path is not None:
@@ -203,7 +208,8 @@ class DistillationTrainer(SFTTrainer):
         if args.alpha > 0:
             teacher_logits = self.teacher_logits(inputs["teacher_input_ids"], inputs["teacher_attention_mask"], t_pos)
         targets = inputs["input_ids"].gather(1, (s_pos + 1).clamp(max=inputs["input_ids"].shape[1] - 1))
-        loss, kd, nll = salad_objective(student_logits, teacher_logits, targets, mask, alpha=args.alpha,
+        scored_logits = student_logits if teacher_logits is None else shared_vocabulary(student_logits, teacher_logits)
+        loss, kd, nll = salad_objective(scored_logits, teacher_logits, targets, mask, alpha=args.alpha,
                                         beta=args.beta, temperature=args.temperature,
                                         num_items_in_batch=num_items_in_batch, chunk_size=args.kd_chunk_size)
         if args.average_tokens_across_devices and num_items_in_batch is not None:
