@@ -56,6 +56,8 @@ def run(args) -> list[dict]:
     for stage in ("stage1_data", "features", "eval_init"):
         pipeline.result(stage)  # a clear error when the demo's data stages have not run
     steps = args.steps or pipeline.preset.stage1_steps
+    if not (rows_dir(args.run) / "salad-init.json").is_file():
+        atomic_write_text(rows_dir(args.run) / "salad-init.json", json.dumps(init_row(pipeline), indent=1))
     rows = []
     for setting in args.settings:
         adapter_lr = args.adapter_learning_rate or pipeline.preset.learning_rate
@@ -82,30 +84,31 @@ def _fmt(value, digits=1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def init_row(pipeline) -> dict:
+    """The untrained starting point of every setting, as a row."""
+    init = pipeline.result("eval_init")
+    return {"setting": "none (salad-init)", "steps": 0, "adapter_learning_rate": None, "llm_learning_rate": None,
+            "train_seconds": 0.0, "first_kd_loss": None, "last_kd_loss": None, "command": "salad-demo (eval_init)",
+            **{f"{role}_{key}": init[role]["average"].get(key) for role in ("seen", "unseen") for key in ROW_KEYS}}
+
+
 def render_table(run_dir) -> str:
-    """Markdown table of salad-init and every stored ablation row (sorted by setting, then steps)."""
-    init = json.loads((Path(run_dir) / "stages" / "eval_init.json").read_text())["result"]
+    """Markdown table of every stored row (salad-init first, then by setting and steps)."""
     rows = [json.loads(p.read_text()) for p in sorted(rows_dir(run_dir).glob("*.json"))]
-    rows.sort(key=lambda r: (r["setting"], r["steps"], r["adapter_learning_rate"]))
+    rows.sort(key=lambda r: (r["steps"] > 0, r["setting"], r["steps"], r["adapter_learning_rate"] or 0))
     lines = ["| setting | steps | adapter LR | LLM LR | train s | kd_loss first → last | text acc (base) | "
              "speech seen / unseen | gap seen / unseen | speech = text answer % seen / unseen | "
              "choice TV seen / unseen |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-
-    def both(source, key, digits=1):
-        return f"{_fmt(source('seen', key), digits)} / {_fmt(source('unseen', key), digits)}"
-
-    init_value = lambda role, key: init[role]["average"].get(key)
-    lines.append(f"| salad-init (untrained) | 0 | – | – | 0 | – | {_fmt(init_value('seen', 'text_acc'))} "
-                 f"({_fmt(init_value('seen', 'base_text_acc'))}) | {both(init_value, 'speech_acc')} | "
-                 f"{both(init_value, 'gap')} | {both(init_value, 'agreement')} | {both(init_value, 'choice_tv', 3)} |")
+    lr = lambda value: "–" if value is None else format(value, "g")
     for r in rows:
         value = lambda role, key, r=r: r.get(f"{role}_{key}")
-        lines.append(f"| {r['setting']} | {r['steps']} | {r['adapter_learning_rate']:g} | "
-                     f"{'–' if r['llm_learning_rate'] is None else format(r['llm_learning_rate'], 'g')} | "
-                     f"{_fmt(r['train_seconds'], 0)} | {_fmt(r['first_kd_loss'], 3)} → {_fmt(r['last_kd_loss'], 3)} | "
+        both = lambda key, digits=1: f"{_fmt(value('seen', key), digits)} / {_fmt(value('unseen', key), digits)}"
+        adapter_lr = "frozen" if r["setting"] == "llm" else lr(r["adapter_learning_rate"])
+        lines.append(f"| {r['setting']} | {r['steps']} | {adapter_lr} | "
+                     f"{lr(r['llm_learning_rate'])} | {_fmt(r['train_seconds'], 0)} | "
+                     f"{_fmt(r['first_kd_loss'], 3)} → {_fmt(r['last_kd_loss'], 3)} | "
                      f"{_fmt(value('seen', 'text_acc'))} ({_fmt(value('seen', 'base_text_acc'))}) | "
-                     f"{both(value, 'speech_acc')} | {both(value, 'gap')} | {both(value, 'agreement')} | "
-                     f"{both(value, 'choice_tv', 3)} |")
+                     f"{both('speech_acc')} | {both('gap')} | {both('agreement')} | {both('choice_tv', 3)} |")
     return "\n".join(lines)
 
 
@@ -122,8 +125,12 @@ def main() -> None:
         run(args)
     write_section("Each row: `python benchmarks/demo_ablation.py --run runs/demo --settings SETTING --steps N "
                   "[--adapter-learning-rate LR]` (CPU, 2 cores), from the same salad-init, data, cached features "
-                  "and held-out spoken sets as the demo; rows are kept in `runs/demo/ablation/*.json`.\n\n"
-                  + render_table(args.run))
+                  "and held-out spoken sets as the demo; rows are kept in `runs/demo/ablation/*.json`. "
+                  "`train s` is the trainer's own runtime (model loading and evaluation excluded). The last two "
+                  "column pairs compare each spoken answer with the base LLM's text answer to the same question "
+                  "(share of identical answers; mean total-variation distance of the choice distributions, "
+                  "`evaluation.metrics.speech_text_agreement`). Reading and the demo's choice: the next section."
+                  "\n\n" + render_table(args.run))
 
 
 if __name__ == "__main__":

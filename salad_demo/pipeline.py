@@ -13,7 +13,7 @@ run resumes at the first unfinished one; `--force STAGE` redoes STAGE and everyt
   features        frozen-encoder states of every clip, once, into OUT/cache
   eval_init       salad-init vs the base LLM: text, speech, cascade; seen and unseen voice
   eval_reference  the naive reference: an untrained adapter on encoder frames (RECIPE_MLP), same eval sets
-  stage1          cross-modal distillation (adapter only, WSD; checkpoint-pre-decay kept)   + eval_stage1
+  stage1          cross-modal distillation (what trains: preset.trainable; WSD; checkpoint-pre-decay kept) + eval_stage1
   select_active / select_uniform   Stage II selection on the broad pool, gamma 5 vs 0, same budget
   stage2_active / stage2_uniform   from Stage I's pre-decay checkpoint on narrow + selected + replay (thirds)
                                    + eval_stage2_active / eval_stage2_uniform
@@ -421,7 +421,8 @@ class DemoPipeline:
 
     # ------------------------------------------------------------------------------------------ export, report
     def stage_export(self) -> dict:
-        from .export import export_model
+        from .export import DEFAULT_TRAINING, export_model
+        from .presets import TRAINABLE_NOTES
 
         def score(kind):
             ev = self.result(f"eval_stage2_{kind}")
@@ -432,6 +433,8 @@ class DemoPipeline:
         model_dir = export_model(
             self.result(f"stage2_{best}")["output_dir"], self.out / "salad-demo", repo_id="org/salad-demo",
             results=ev["unseen"], datasets=["org/salad-synth-demo"], overwrite=True,
+            training=f"{DEFAULT_TRAINING} What trained (`trainable={self.preset.trainable}`): "
+                     f"{TRAINABLE_NOTES.get(self.preset.trainable, '')}",
             limitations=["A 135M-parameter demo trained for minutes on CPU; the evaluation table uses the unseen "
                          f"voice ({self.preset.unseen_voice}) on a few BIG-bench tasks.",
                          RECIPE_NOTES.get(self.preset.recipe.get("adapter_type", "mlp"), "")])
