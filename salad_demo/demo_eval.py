@@ -13,7 +13,7 @@ import torch
 
 from evaluation.api import Benchmark, EvalCache, evaluate_model
 from evaluation.audio import EncoderCache, SpokenQuestions, encode_clip
-from evaluation.metrics import average_rows, summarize_task
+from evaluation.metrics import average_rows, speech_text_agreement, summarize_task
 
 
 def encoder_tag(config) -> str:
@@ -145,6 +145,8 @@ class DemoEvaluator:
             for record, text_record in zip(records, text_records):
                 record.update(base_text=text_record["base_text"], text=text_record["text"])
             row = summarize_task(correct, [len(r["text"]["logprobs"]) for r in text_records], 200, p.seed)
+            row.update(speech_text_agreement([r["base_text"] for r in records], [r["speech"] for r in records],
+                                             200, p.seed))
             row.update({k: unseen["benchmarks"][name][k] for k in ("num_fewshot_pool", "mean_shots")
                         if k in unseen["benchmarks"][name]})
             unseen["benchmarks"][name] = row
