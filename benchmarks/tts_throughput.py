@@ -17,8 +17,6 @@ import platform
 import re
 import shlex
 import sys
-import tarfile
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,17 +28,11 @@ CER_VOICES = ("piper", "festival:kal_diphone", "flite:slt")
 
 
 def bigbench_questions(limit: int) -> list[dict]:
+    from datasets_scripts.corpora import bigbench_task_path
+
     rows = []
     for task in TASKS:
-        extracted = REPO / ".cache" / "bigbench" / task / "task.json"
-        if extracted.exists():
-            data = json.loads(extracted.read_text())
-        else:
-            sdist = REPO / ".cache" / "downloads" / "bigbench-1.0.0.tar.gz"
-            if not sdist.exists():
-                sys.exit("BIG-bench not found: pip download --no-deps -d .cache/downloads bigbench==1.0.0")
-            with tarfile.open(sdist) as tar:
-                data = json.load(tar.extractfile(f"bigbench-1.0.0/bigbench/benchmark_tasks/{task}/task.json"))
+        data = json.loads(bigbench_task_path(task).read_text())
         for i, example in enumerate(data["examples"]):
             text = " ".join(example["input"].split())
             if "target_scores" in example and len(text.split()) <= 25:

@@ -195,7 +195,7 @@ def fit_balanced_kmeans(embeddings: torch.Tensor, k: int, seed: int = 0, iters: 
     for it in iterator:
         iterations = it + 1
         centroid_sq = (centroids**2).sum(1)
-        bests, margins, gaps = [], [], []
+        bests, margins = [], []
         for start, end in _batches(n, batch_size):
             chunk = embeddings[start:end].to(device, torch.float32)
             b, _, m = _priced_top2(chunk, centroids, centroid_sq, prices)

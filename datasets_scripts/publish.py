@@ -8,7 +8,6 @@ $HF_TOKEN or `huggingface-cli login` and is never printed. `--dry-run` lists wha
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path

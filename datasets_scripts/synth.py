@@ -16,7 +16,6 @@ import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from .span_docs import SAMPLING_RATE, encode_audio

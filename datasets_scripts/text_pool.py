@@ -5,8 +5,8 @@ Sources, read in place without installing anything:
 * BIG-bench ``task.json`` files from the ``bigbench==1.0.0`` sdist (``tarfile``): ~200 tasks, each a domain.
 * OpenAI ``evals==3.0.1.post1`` wheel ``evals/registry/data/<name>/*.jsonl`` files (``zipfile``): ~600 files.
 
-Get them with ``pip download --no-deps -d .cache/downloads bigbench==1.0.0 evals==3.0.1.post1`` (pip may print
-an error about bleurt's direct URL after saving the bigbench sdist; the tarball is complete). Every text records
+``datasets_scripts.corpora`` fetches them once (``bigbench_archive()``, ``evals_wheel()``); the pool reads the cached
+copies or the paths given in ``PoolConfig``. Every text records
 its ``domain`` (``bigbench/<task>[/<subtask>]`` or ``evals/<name>``) and ``source`` (the file inside the archive).
 Evaluation tasks are excluded (``general_knowledge`` by default, plus any names passed in ``exclude``) so the
 selection never trains on a benchmark it is scored on.
@@ -26,10 +26,12 @@ import tarfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
+
+from .corpora import bigbench_archive, evals_wheel
 
 __all__ = ["PoolConfig", "build_text_pool", "iter_bigbench_texts", "iter_evals_texts", "save_pool", "load_pool",
-           "find_download", "DEFAULT_EXCLUDE"]
+           "DEFAULT_EXCLUDE"]
 
 DEFAULT_EXCLUDE = ("general_knowledge",)
 _WS = re.compile(r"\s+")
@@ -42,8 +44,8 @@ _CODEY = re.compile(r"[{}<>\[\]=_\\|#`~^$@*]")
 class PoolConfig:
     """How to build the packaged pool."""
 
-    bigbench: str | None = field(default=None, metadata={"help": "bigbench-1.0.0.tar.gz path (None: look in "
-                                                                   "the download folders)"})
+    bigbench: str | None = field(default=None, metadata={"help": "bigbench-1.0.0.tar.gz path (None: the cached "
+                                                                   "one, datasets_scripts.corpora)"})
     evals: str | None = field(default=None, metadata={"help": "evals-3.0.1.post1 wheel path (None: look)"})
     exclude: Sequence[str] = field(default=(), metadata={"help": "task / dataset names to leave out, in addition "
                                                                  "to DEFAULT_EXCLUDE (the evaluation tasks)"})
@@ -51,20 +53,6 @@ class PoolConfig:
     min_words: int = field(default=5, metadata={"help": "shortest text kept, in words"})
     max_words: int = field(default=120, metadata={"help": "longest text kept, in words"})
     seed: int = field(default=0, metadata={"help": "seed of the per-domain subsampling"})
-
-
-def find_download(pattern: str, extra_dirs: Iterable[str | os.PathLike] = ()) -> Path | None:
-    """Look for a downloaded archive (glob ``pattern``) in ``extra_dirs``, ``$SALAD_DOWNLOADS``,
-    ``<repo>/.cache/downloads`` and the current folder's ``.cache/downloads``."""
-    dirs = [Path(d) for d in extra_dirs]
-    if os.environ.get("SALAD_DOWNLOADS"):
-        dirs.append(Path(os.environ["SALAD_DOWNLOADS"]))
-    dirs += [Path(__file__).resolve().parents[1] / ".cache" / "downloads", Path.cwd() / ".cache" / "downloads"]
-    for d in dirs:
-        hits = sorted(d.glob(pattern)) if d.is_dir() else []
-        if hits:
-            return hits[-1]
-    return None
 
 
 def clean_text(text: str) -> str:
@@ -203,8 +191,8 @@ def build_text_pool(config: PoolConfig | None = None, **overrides) -> list[dict]
     config = config or PoolConfig(**overrides)
     if config.max_per_domain < 1 or config.min_words < 1 or config.max_words < config.min_words:
         raise ValueError("max_per_domain, min_words must be >= 1 and max_words >= min_words")
-    bigbench = Path(config.bigbench) if config.bigbench else find_download("bigbench-*.tar.gz")
-    evals = Path(config.evals) if config.evals else find_download("evals-*.whl")
+    bigbench = Path(config.bigbench) if config.bigbench else bigbench_archive(download=False)
+    evals = Path(config.evals) if config.evals else evals_wheel(download=False)
     streams = []
 
     def speakable(text: str) -> bool:
@@ -219,8 +207,8 @@ def build_text_pool(config: PoolConfig | None = None, **overrides) -> list[dict]
             streams.append(reader(path, exclude, limit_per_task=3 * config.max_per_domain, keep=speakable,
                                   seed=config.seed))
     if not streams:
-        raise ValueError("no packaged corpus found: run `pip download --no-deps -d .cache/downloads "
-                         "bigbench==1.0.0 evals==3.0.1.post1` or pass PoolConfig(bigbench=..., evals=...)")
+        raise ValueError("no packaged corpus found: fetch them once with datasets_scripts.corpora "
+                         "(bigbench_archive(), evals_wheel()) or pass PoolConfig(bigbench=..., evals=...)")
     seen: set[str] = set()
     by_domain: dict[str, list[dict]] = {}
     for stream in streams:

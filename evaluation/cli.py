@@ -157,7 +157,7 @@ def write_results(output: Path, results: dict) -> None:
 def run_eval(args) -> dict:
     import torch
 
-    from .benchmark_sources import load_benchmark, prefetch_bigbench
+    from .benchmark_sources import load_benchmark
     from .cascade import WhisperASR
 
     modes = parse_modes(args.modes)
@@ -166,7 +166,6 @@ def run_eval(args) -> dict:
             raise ValueError(f"--threads must be >= 1, got {args.threads}.")
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    prefetch_bigbench([spec.split(":", 1)[1] for spec in args.benchmark if spec.startswith("bigbench:")])
     benchmarks = [load_benchmark(spec, args.split, args.fewshot_file) for spec in args.benchmark]
     names = [b.name for b in benchmarks]
     if len(set(names)) != len(names):
@@ -208,7 +207,7 @@ def main(argv=None) -> int:
         raise SystemExit("salad-eval: --limit must be >= 1")
     try:
         results = run_eval(args)
-    except ValueError as error:
+    except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"salad-eval: {error}") from None
     output = Path(args.output)
     write_results(output, results)

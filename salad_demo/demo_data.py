@@ -17,9 +17,9 @@ import re
 from pathlib import Path
 
 from datasets_scripts.benchmarks import load_bigbench_task
+from datasets_scripts.corpora import bigbench_task_path
 from datasets_scripts.tts import stable_hash
 
-from .corpora import bigbench_task
 from .presets import NARRATIVE_RELATED, NARRATIVE_TASKS
 
 _SENTENCE_SPLIT = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"']))\s+")
@@ -72,7 +72,7 @@ def chunk_sentences(text: str, words: int) -> list[str]:
 
 
 def _task_examples(task: str) -> list[dict]:
-    return json.loads(Path(bigbench_task(task)).read_text(encoding="utf-8"))["examples"]
+    return json.loads(Path(bigbench_task_path(task)).read_text(encoding="utf-8"))["examples"]
 
 
 def narrative_stories() -> list[dict]:
@@ -123,7 +123,7 @@ def narrative_documents(num_speech: int, num_replay: int, words: int, seed: int 
 
 def eval_items(task: str, count: int, max_question_words: int, seed: int = 0) -> list[dict]:
     """Up to `count` items of a BIG-bench MC task with short questions (seeded sample, stable order)."""
-    items = load_bigbench_task(bigbench_task(task), task_name=task.replace("/", "_"))
+    items = load_bigbench_task(bigbench_task_path(task), task_name=task.replace("/", "_"))
     short = [dict(it, question=_clean(it["question"])) for it in items
              if len(it["question"].split()) <= max_question_words and len(it["choices"]) >= 2]
     short.sort(key=lambda it: stable_hash("eval", seed, it["id"]))

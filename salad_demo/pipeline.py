@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from .demo_data import (eval_items, narrative_documents, pool_exclusions, read_jsonl, write_jsonl)
-from .presets import NARRATIVE_RELATED, NARRATIVE_TASKS, PRESETS, RECIPE_NOTES, get_preset
+from .presets import NARRATIVE_TASKS, PRESETS, RECIPE_NOTES, get_preset
 from .stages import StageRunner, atomic_write_text
 
 STAGES = ("assets", "salad_init", "first_look", "eval_sets", "stage1_data", "features", "eval_init", "eval_reference",
@@ -344,7 +344,8 @@ class DemoPipeline:
         into the corpora cache and subsampled per domain for this preset into OUT/data/pool.jsonl."""
         from datasets_scripts.text_pool import PoolConfig, build_text_pool, load_pool, save_pool
 
-        from .corpora import bigbench_archive, cache_root, evals_wheel
+        from datasets_scripts.cache import cache_root
+        from datasets_scripts.corpora import bigbench_archive, evals_wheel
 
         target = self.data / "pool.jsonl"
         if target.is_file():
@@ -371,7 +372,7 @@ class DemoPipeline:
     def _select(self, name: str, gamma: float) -> dict:
         from datasets_scripts.select_cli import SelectConfig, run_selection
 
-        from .corpora import cache_root as corpora_cache_root
+        from datasets_scripts.cache import cache_root as corpora_cache_root
 
         p = self.preset
         output = self.out / "stage2" / name
