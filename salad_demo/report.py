@@ -183,33 +183,44 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_stages(summary: list[dict], path: Path) -> Path:
-    """Speech / text / cascade accuracy and the gap per stage, one line per voice."""
+    """Speech / text (base and SALAD) / cascade accuracy, the gap and the speech–text choice distance per stage,
+    one line per voice."""
     plt = _plt()
     stages = list(dict.fromkeys(r["stage"] for r in summary))
-    fig, (ax_acc, ax_gap) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax_acc, ax_gap, ax_tv) = plt.subplots(1, 3, figsize=(15, 3.8))
     for role, style in (("seen", "-"), ("unseen", "--")):
         rows = {r["stage"]: r for r in summary if r["voice"] == role}
         if not rows:
             continue
         x = [i for i, s in enumerate(stages) if s in rows]
-        for key, color in (("speech_acc", "tab:red"), ("base_text_acc", "tab:blue"), ("cascade_acc", "tab:green")):
+        for key, color in (("speech_acc", "tab:red"), ("base_text_acc", "tab:blue"), ("text_acc", "tab:purple"),
+                           ("cascade_acc", "tab:green")):
+            if key == "text_acc" and role == "unseen":
+                continue  # text does not depend on the voice
             values = [rows[stages[i]].get(key) for i in x]
             if all(v is not None for v in values):
-                ax_acc.plot(x, values, style, marker="o", color=color, label=f"{key.replace('_acc', '')} ({role})")
+                label = {"text_acc": "SALAD text", "base_text_acc": "base LLM text"}.get(key, key.replace("_acc", ""))
+                ax_acc.plot(x, values, style, marker="o", color=color, label=f"{label} ({role})")
         gaps = [rows[stages[i]].get("gap") for i in x]
         if all(g is not None for g in gaps):
             ax_gap.plot(x, gaps, style, marker="o", color="k", label=f"gap ({role} voice)")
+        distances = [rows[stages[i]].get("choice_tv") for i in x]
+        if all(d is not None for d in distances):
+            ax_tv.plot(x, distances, style, marker="o", color="tab:orange", label=f"choice TV ({role} voice)")
     chance = [r["chance_acc"] for r in summary if r.get("chance_acc") is not None]
     if chance:
         ax_acc.axhline(chance[0], color="grey", linestyle=":", linewidth=1, label="chance")
     ax_acc.set_ylabel("average accuracy (%)")
     ax_gap.set_ylabel("gap = base text − speech (points)")
     ax_gap.axhline(0, color="grey", linewidth=0.5)
-    for ax in (ax_acc, ax_gap):
+    ax_tv.set_ylabel("speech vs text choice distance (TV)")
+    ax_tv.set_ylim(bottom=0)
+    for ax in (ax_acc, ax_gap, ax_tv):
         ax.set_xticks(range(len(stages)), stages, rotation=15)
         ax.legend(fontsize=7)
     ax_acc.set_title("Accuracy per stage")
     ax_gap.set_title("Text–speech gap per stage")
+    ax_tv.set_title("Speech answers vs text answers")
     return _save(fig, path)
 
 

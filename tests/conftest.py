@@ -7,34 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-AUDIO_TOKEN = "<|audio|>"
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>", AUDIO_TOKEN]
-CHATML_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-def make_tiny_tokenizer(with_audio_token: bool = True):
-    """Byte-level BPE with no merges: 256 byte tokens + ChatML/pad(/audio) specials; tokenizes any text offline."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {symbol: i for i, symbol in enumerate(sorted(alphabet))}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        eos_token="<|im_end|>",
-        bos_token="<|endoftext|>",
-        pad_token="<pad>",
-    )
-    extra = ["<|im_start|>", AUDIO_TOKEN] if with_audio_token else ["<|im_start|>"]
-    tokenizer.add_special_tokens({"additional_special_tokens": extra})
-    tokenizer.chat_template = CHATML_TEMPLATE
-    return tokenizer
+from trainers.tiny import AUDIO_TOKEN, make_tiny_tokenizer  # noqa: F401  (re-exported to the tests)
 
 
 def tiny_text_config(vocab_size: int, tie: bool = True):

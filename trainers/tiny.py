@@ -10,7 +10,7 @@ import hashlib
 import numpy as np
 import torch
 
-__all__ = ["build_tiny_salad", "tiny_documents", "TINY_TEXTS"]
+__all__ = ["build_tiny_salad", "make_tiny_tokenizer", "tiny_documents", "TINY_TEXTS"]
 
 AUDIO_TOKEN = "<|audio|>"
 
@@ -26,7 +26,15 @@ TINY_TEXTS = [
 ]
 
 
-def _make_tokenizer():
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def make_tiny_tokenizer(with_audio_token: bool = True):
+    """Byte-level BPE with no merges: 256 byte tokens + ChatML/pad(/audio) specials; tokenizes any text offline.
+    The audio token, when present, is the last id (as `<|audio|>` is appended to a real LLM's vocabulary)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -34,8 +42,11 @@ def _make_tokenizer():
     backend = Tokenizer(models.BPE(vocab={s: i for i, s in enumerate(alphabet)}, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<pad>")
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", AUDIO_TOKEN]})
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", bos_token="<|endoftext|>",
+                                        pad_token="<pad>")
+    extra = ["<|im_start|>", AUDIO_TOKEN] if with_audio_token else ["<|im_start|>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": extra})
+    tokenizer.chat_template = CHATML_TEMPLATE
     return tokenizer
 
 
@@ -48,7 +59,7 @@ def build_tiny_salad(seed: int = 0, hidden_size: int = 32, num_layers: int = 2):
     from modeling_salad.builder import make_processor
 
     torch.manual_seed(seed)
-    tokenizer = _make_tokenizer()
+    tokenizer = make_tiny_tokenizer()
     text_config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
                               num_hidden_layers=num_layers, num_attention_heads=2, num_key_value_heads=1,
                               max_position_embeddings=4096, tie_word_embeddings=False,
