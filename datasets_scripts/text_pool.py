@@ -64,17 +64,45 @@ def clean_text(text: str) -> str:
 _FUNCTION_WORDS = frozenset("the a an of to in is are was were and or for on with that this it be by as at from "
                             "what which who how do does not you i he she they we his her their".split())
 _LETTER = re.compile(r"[A-Za-z]")
+# Frequent ASCII function words of Dutch, German, French, Italian, Spanish, Portuguese and Polish that are not
+# English words: BIG-bench and evals carry many non-English texts (MultiEmo's reviews, exam sets) that the English
+# function-word check alone lets through ("in", "a" occur in Italian), and English TTS voices cannot read them.
+_OTHER_LANGUAGE_WORDS = frozenset(
+    "il gli di del della che non sono questo molto anche come "
+    "um uma os da das dos que em com para mais foi "
+    "het een en niet zijn voor ook maar dat deze wordt ik je "
+    "der das und ist nicht ein eine mit sich auf zu dem sie es auch "
+    "le les et est une du au pour pas sur qui dans ce cette avec sont "
+    "nie jest jak ale od po "
+    "el los las por una es del pero".split()) - _FUNCTION_WORDS
+# Cached pools carry this in their name; bump it when a filter changes what the pool holds.
+POOL_VERSION = 2
+# A domain whose texts show other-language function words this often is dropped whole (its short texts slip
+# through the per-text check).
+OTHER_LANGUAGE_DOMAIN_SHARE = 0.2
+
+
+def _word_counts(text: str) -> tuple[int, int]:
+    words = [w.lower().strip(".,;:?!'\"()") for w in text.split()]
+    return sum(w in _FUNCTION_WORDS for w in words), sum(w in _OTHER_LANGUAGE_WORDS for w in words)
+
+
+def looks_foreign(text: str) -> bool:
+    """At least two function words of another language, and at least half as many as English ones."""
+    english, other = _word_counts(text)
+    return other >= 2 and other >= english / 2
 
 
 def is_speakable(text: str, min_words: int = 5, max_words: int = 120) -> bool:
     """English prose a TTS voice can read: word count in range, ASCII, ≥ 60 % letters, little markup, and
-    ≥ 8 % English function words (drops other languages, word lists, digit grids)."""
+    ≥ 8 % English function words (drops word lists, digit grids) and not `looks_foreign`."""
     words = text.split()
     if not (min_words <= len(words) <= max_words) or not text.isascii():
         return False
     if len(_LETTER.findall(text)) < 0.6 * len(text) or len(_CODEY.findall(text)) > 2:
         return False
-    return sum(w.lower().strip(".,;:?!'\"()") in _FUNCTION_WORDS for w in words) >= 0.08 * len(words)
+    english, _ = _word_counts(text)
+    return english >= 0.08 * len(words) and not looks_foreign(text)
 
 
 def _answer_of(example: dict) -> str | None:
@@ -187,7 +215,8 @@ def _text_id(text: str) -> str:
 
 def build_text_pool(config: PoolConfig | None = None, **overrides) -> list[dict]:
     """Build the pool: rows ``{"id", "text", "domain", "source"}``, deduplicated, at most ``max_per_domain`` per
-    domain (seeded uniform subsample), ordered by domain then id. Raises ValueError when no archive is found."""
+    domain (seeded uniform subsample), ordered by domain then id; domains that are mostly another language
+    (``OTHER_LANGUAGE_DOMAIN_SHARE``) are left out. Raises ValueError when no archive is found."""
     config = config or PoolConfig(**overrides)
     if config.max_per_domain < 1 or config.min_words < 1 or config.max_words < config.min_words:
         raise ValueError("max_per_domain, min_words must be >= 1 and max_words >= min_words")
@@ -218,6 +247,9 @@ def build_text_pool(config: PoolConfig | None = None, **overrides) -> list[dict]
                 continue
             seen.add(key)
             by_domain.setdefault(row["domain"], []).append(row)
+    for domain in [d for d, rows in by_domain.items()
+                   if sum(_word_counts(r["text"])[1] > 0 for r in rows) >= OTHER_LANGUAGE_DOMAIN_SHARE * len(rows)]:
+        del by_domain[domain]
     rng = random.Random(config.seed)
     pool = []
     for domain in sorted(by_domain):

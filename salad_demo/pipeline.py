@@ -342,7 +342,7 @@ class DemoPipeline:
     def broad_pool(self) -> Path:
         """The packaged broad pool (BIG-bench + evals, eval and narrative tasks excluded), built once per machine
         into the corpora cache and subsampled per domain for this preset into OUT/data/pool.jsonl."""
-        from datasets_scripts.text_pool import PoolConfig, build_text_pool, load_pool, save_pool
+        from datasets_scripts.text_pool import POOL_VERSION, PoolConfig, build_text_pool, load_pool, save_pool
 
         from datasets_scripts.cache import cache_root
         from datasets_scripts.corpora import bigbench_archive, evals_wheel
@@ -353,7 +353,7 @@ class DemoPipeline:
         exclude = pool_exclusions(EVAL_CANDIDATES)
         bigbench, evals = bigbench_archive(), evals_wheel()
         sources = "-".join(p.name.split(".")[0] for p in (bigbench, evals) if p is not None)
-        shared = cache_root() / "pools" / f"demo-pool-{sources}-{SHARED_POOL_MAX_PER_DOMAIN}-{len(exclude)}.jsonl"
+        shared = cache_root() / "pools" / f"demo-pool-v{POOL_VERSION}-{sources}-{SHARED_POOL_MAX_PER_DOMAIN}-{len(exclude)}.jsonl"
         if not shared.is_file():
             rows = build_text_pool(PoolConfig(bigbench=str(bigbench), evals=str(evals) if evals else None,
                                               exclude=tuple(exclude), max_per_domain=SHARED_POOL_MAX_PER_DOMAIN))

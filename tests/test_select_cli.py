@@ -107,7 +107,12 @@ def test_text_pool_reads_archives_labels_domains_and_excludes_eval_tasks(tmp_pat
         for name, inputs in {"physics": [f"What happens to the ball when it is dropped number {i}?" for i in range(5)],
                              "general_knowledge": ["How many legs does a horse have in the field?"],
                              "other/sub": ["Is the weather in the city usually cold in the winter?",
-                                           "Der Hund ist sehr gross und schnell heute."]}.items():
+                                           "Der Hund ist sehr gross und schnell heute."],
+                             # short Italian reviews: each passes the English function-word check ("in", "a"),
+                             # together they mark the domain as another language
+                             "multiemo/all_sentence_it": [f"Parcheggio pagato in aggiunta di {i} euro al giorno a testa"
+                                                          for i in range(5)],
+                             }.items():
             data = task(inputs).encode()
             info = tarfile.TarInfo(f"bigbench-1.0.0/bigbench/benchmark_tasks/{name}/task.json")
             info.size = len(data)
@@ -122,7 +127,19 @@ def test_text_pool_reads_archives_labels_domains_and_excludes_eval_tasks(tmp_pat
     assert domains == {"bigbench/physics", "bigbench/other/sub", "evals/quiz"}  # general_knowledge excluded
     assert sum(r["domain"] == "bigbench/physics" for r in rows) == 3  # per-domain cap
     assert not any("Hund" in r["text"] for r in rows)  # not English
+    assert not any(r["domain"].startswith("bigbench/multiemo") for r in rows)
     assert any(r["text"].endswith("yes") for r in rows)  # the answer is appended
     assert build_text_pool(bigbench=str(tar_path), evals=str(wheel), exclude=["physics", "quiz"])[0]["domain"] \
         == "bigbench/other/sub"
     assert load_pool(save_pool(rows, tmp_path / "p.jsonl")) == rows
+
+
+def test_other_languages_are_recognized_and_english_is_kept():
+    from datasets_scripts.text_pool import is_speakable, looks_foreign
+
+    assert looks_foreign("Het hotel was erg schoon en het personeel was vriendelijk voor ons")
+    assert looks_foreign("Il personale della struttura non era gentile e la camera era sporca")
+    assert not looks_foreign("Was William Harrison born before Andrew Jackson? Answer Y or N.")
+    assert not looks_foreign("27 eggs divided by 9 eggs per hen per day is the number of days.")
+    assert is_speakable("Which of the planets is the largest in the solar system?")
+    assert not is_speakable("Le personnel est sympathique et la chambre est propre pour nous")
