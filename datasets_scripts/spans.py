@@ -42,8 +42,10 @@ def split_into_spans(text: str, seed: int = 0, speech_words=(5, 15), text_words=
 
     seed: any int (use a per-document seed, e.g. stable_hash(run_seed, doc_id), for per-document variety).
     first: "speech" or "text" to fix the first span's kind (default: drawn from the seed).
-    The last span may be shorter than its minimum (the document ran out); a document shorter than one span is a
-    single span.
+    The last span may be shorter than its minimum (the document ran out). A document where no speech span is
+    followed by text (a short question that fits one span, or one that ends on its only speech span) gets its
+    last span split into speech + a text tail (its last third, at least one word), so there is always text to
+    distill after speech; a one-word document stays a single span.
     """
     if not isinstance(text, str) or not text.strip():
         raise ValueError("Cannot split an empty document into spans")
@@ -60,4 +62,10 @@ def split_into_spans(text: str, seed: int = 0, speech_words=(5, 15), text_words=
         spans.append({"text": " ".join(words[start:end]), "kind": kind})
         start = end
         kind = TEXT if kind == SPEECH else SPEECH
+    if not any(a["kind"] == SPEECH and b["kind"] == TEXT for a, b in zip(spans, spans[1:])):
+        # nothing would be distilled after speech: the last span (or the only one) ends in a text tail
+        last = spans[-1]["text"].split()
+        if len(last) >= 2 and (spans[-1]["kind"] == SPEECH or len(spans) == 1):
+            cut = len(last) - max(1, len(last) // 3)
+            spans[-1:] = [{"text": " ".join(last[:cut]), "kind": SPEECH}, {"text": " ".join(last[cut:]), "kind": TEXT}]
     return spans

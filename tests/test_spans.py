@@ -40,8 +40,8 @@ def test_custom_ranges_whitespace_and_short_documents():
     spans = split_into_spans("one  two\nthree\tfour", seed=0, speech_words=(1, 1), text_words=(2, 2), first="speech")
     assert spans == [{"text": "one", "kind": "speech"}, {"text": "two three", "kind": "text"},
                      {"text": "four", "kind": "speech"}]
-    assert split_into_spans("Just three words.", seed=1) in (
-        [{"text": "Just three words.", "kind": "speech"}], [{"text": "Just three words.", "kind": "text"}])
+    assert split_into_spans("Just three words.", seed=1) == [{"text": "Just three", "kind": "speech"},
+                                                             {"text": "words.", "kind": "text"}]
 
 
 @pytest.mark.parametrize("kwargs, message", [({"text": ""}, "empty"), ({"text": "   "}, "empty"),
@@ -51,3 +51,14 @@ def test_custom_ranges_whitespace_and_short_documents():
 def test_bad_inputs(kwargs, message):
     with pytest.raises(ValueError, match=message):
         split_into_spans(**kwargs)
+
+
+def test_a_short_document_becomes_speech_then_text():
+    from datasets_scripts.spans import split_into_spans
+
+    for seed in range(5):
+        spans = split_into_spans("Which planet is the largest in the solar system? Jupiter", seed=seed)
+        kinds = [s["kind"] for s in spans]
+        assert any(a == "speech" and b == "text" for a, b in zip(kinds, kinds[1:])), kinds
+        assert " ".join(s["text"] for s in spans) == "Which planet is the largest in the solar system? Jupiter"
+    assert [s["kind"] for s in split_into_spans("Hello", seed=0)] in (["speech"], ["text"])
