@@ -65,3 +65,24 @@ def test_natural_speech_rows_become_ordered_span_documents(tmp_path):
     replay = load_replay_documents(str(replay_path))
     mixed = mix_sources([speech], replay, text_replay_ratio=0.5, seed=0)
     assert any(r["replay"] for r in mixed) and any(not r["replay"] for r in mixed)
+
+
+def test_a_span_folder_rewritten_in_place_loads_its_new_rows(tmp_path):
+    """A Stage II selection rewrites OUT/.../dataset in place; the trainer must not read the previous rows from
+    the datasets cache (load_dataset(folder) keys its cache on the path)."""
+    import datasets
+    import numpy as np
+
+    from datasets_scripts.span_docs import encode_audio
+    from trainers.data import load_speech_documents
+
+    tone = np.sin(np.arange(1600) / 5).astype(np.float32) * 0.3
+    folder = tmp_path / "dataset"
+    for version in ("old", "new"):
+        (folder / "data").mkdir(parents=True, exist_ok=True)
+        rows = [{"id": f"{version}-{i}-000", "doc_id": f"{version}-{i}", "span_index": 0, "text": f"{version} {i}",
+                 "audio": encode_audio(tone)} for i in range(3)]
+        datasets.Dataset.from_list(rows).to_parquet(str(folder / "data" / "train-00000-of-00001-00000.parquet"))
+        docs = load_speech_documents(str(folder), "train", None, False, "text", "audio", "doc_id", "span_index",
+                                     None, None)
+        assert {d["spans"][0]["text"].split()[0] for d in docs} == {version}

@@ -56,6 +56,12 @@ def _rows(source, split: str, config: str | None, streaming: bool, audio_column:
         if kind is None:
             raise ValueError(f"unsupported data file {source} (parquet, JSON/JSONL or CSV)")
         ds = datasets.load_dataset(kind, data_files=str(source), split="train", streaming=streaming)
+    elif os.path.isdir(source) and config is None and not streaming:
+        # a salad-synth folder read through its parquet parts: `load_dataset(folder)` keys its cache on the path
+        # alone, so a folder rewritten in place (a new selection) would silently load the previous rows
+        from datasets_scripts.span_docs import load_folder_or_hub
+
+        ds = load_folder_or_hub(str(source), split)
     else:
         ds = datasets.load_dataset(str(source), config, split=split, streaming=streaming)
     if audio_column and getattr(ds, "features", None) and audio_column in ds.features:
@@ -113,12 +119,29 @@ def _grouped_documents(rows, text_column, audio_column, group_column, order_colu
         yield from flush()
 
 
-def documents_to_dataset(generator_fn, streaming: bool):
-    """A ``datasets`` (Iterable)Dataset of documents from a zero-argument generator function."""
+def content_stamp(source) -> str:
+    """Names, sizes and nanosecond mtimes of a local file or of every file under a local folder ("" otherwise)."""
+    if not isinstance(source, (str, os.PathLike)) or not os.path.exists(source):
+        return ""
+    files = [str(source)] if os.path.isfile(source) else sorted(
+        os.path.join(root, name) for root, _, names in os.walk(source) for name in names)
+    digest = hashlib.sha256()
+    for path in files:
+        stat = os.stat(path)
+        digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def documents_to_dataset(generator_fn, streaming: bool, source=None):
+    """A ``datasets`` (Iterable)Dataset of documents from a generator function.
+
+    ``datasets`` caches a generator's output under a hash of the function and its arguments, so the content stamp
+    of a local ``source`` is passed along: a file or folder rewritten in place (a new Stage II selection under the
+    same path) is read again instead of served from the previous run's cache."""
     import datasets
 
     cls = datasets.IterableDataset if streaming else datasets.Dataset
-    return cls.from_generator(generator_fn, features=_features())
+    return cls.from_generator(generator_fn, features=_features(), gen_kwargs={"content": content_stamp(source)})
 
 
 def load_speech_documents(source, split: str = "train", config: str | None = None, streaming: bool = False,
@@ -126,17 +149,17 @@ def load_speech_documents(source, split: str = "train", config: str | None = Non
                           order_column: str | None = None, utterances_per_document: int | None = 8,
                           max_documents: int | None = None):
     """A natural-speech or span dataset (local path, Hub id or ``datasets`` object) as span documents."""
-    def generate():
+    def generate(content):
         rows = _rows(source, split, config, streaming, audio_column)
         yield from iter_utterance_documents(rows, text_column, audio_column, group_column, order_column,
                                             utterances_per_document, max_documents)
-    return documents_to_dataset(generate, streaming)
+    return documents_to_dataset(generate, streaming, source)
 
 
 def load_replay_documents(source, split: str = "train", text_column: str = "text", streaming: bool = False,
                           max_documents: int | None = None, config: str | None = None):
     """Text-only replay documents (teacher input == student input)."""
-    def generate():
+    def generate(content):
         for index, row in enumerate(_rows(source, split, config, streaming, None)):
             if max_documents and index >= max_documents:
                 return
@@ -145,7 +168,7 @@ def load_replay_documents(source, split: str = "train", text_column: str = "text
             text = str(row[text_column]).strip()
             if text:
                 yield {"id": f"replay-{index}", "spans": [{"text": text, "audio": None}], "replay": True}
-    return documents_to_dataset(generate, streaming)
+    return documents_to_dataset(generate, streaming, source)
 
 
 def mix_sources(speech_sources: list, replay=None, text_replay_ratio: float = 1 / 3, seed: int = 0):
@@ -269,7 +292,7 @@ def build_training_dataset(data_args, text_replay_ratio: float, seed: int = 0):
         docs = tiny_documents(data_args.tiny_documents, seed=seed)
         rows = [{"id": d["id"], "spans": [{"text": s["text"], "audio": _encoded(s["audio"])} for s in d["spans"]],
                  "replay": False} for d in docs]
-        speech.append(documents_to_dataset(lambda: iter(rows), streaming=False))
+        speech.append(documents_to_dataset(lambda content: iter(rows), streaming=False))
     replay = None
     if data_args.replay_dataset:
         replay = load_replay_documents(data_args.replay_dataset, data_args.replay_split,
