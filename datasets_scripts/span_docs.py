@@ -117,24 +117,13 @@ def _rows_from(source, split: str) -> Iterable[dict]:
 
 
 def load_folder_or_hub(source: str, split: str = "train"):
-    """A salad-synth folder (its data/<split>-*.parquet parts) or anything else `datasets.load_dataset` reads (Hub
-    id, other folders).
-
-    The parts are converted once per content version: `datasets` keys its cache of local files on their paths, so a
-    folder rewritten in place (a new Stage II selection under the same name) would load the previous rows; the
-    cache folder here is named after the parts' names, sizes and nanosecond mtimes instead."""
-    import hashlib
-
+    """A salad-synth folder (its data/<split>-*.parquet parts, read with the parquet builder, whose cache key
+    follows the files' mtimes) or anything else `datasets.load_dataset` reads (Hub id, other folders)."""
     import datasets
-
-    from .cache import cache_root
 
     parts = sorted(glob.glob(os.path.join(source, "data", f"{split}-*.parquet")))
     if parts:
-        stamp = hashlib.sha256("\n".join(f"{os.path.abspath(p)}:{os.stat(p).st_size}:{os.stat(p).st_mtime_ns}"
-                                          for p in parts).encode()).hexdigest()[:16]
-        return datasets.load_dataset("parquet", data_files=parts, split="train",
-                                     cache_dir=str(cache_root() / "hf-datasets" / stamp))
+        return datasets.load_dataset("parquet", data_files=parts, split="train")
     return datasets.load_dataset(source, split=split)
 
 

@@ -56,12 +56,6 @@ def _rows(source, split: str, config: str | None, streaming: bool, audio_column:
         if kind is None:
             raise ValueError(f"unsupported data file {source} (parquet, JSON/JSONL or CSV)")
         ds = datasets.load_dataset(kind, data_files=str(source), split="train", streaming=streaming)
-    elif os.path.isdir(source) and config is None and not streaming:
-        # a salad-synth folder read through its parquet parts: `load_dataset(folder)` keys its cache on the path
-        # alone, so a folder rewritten in place (a new selection) would silently load the previous rows
-        from datasets_scripts.span_docs import load_folder_or_hub
-
-        ds = load_folder_or_hub(str(source), split)
     else:
         ds = datasets.load_dataset(str(source), config, split=split, streaming=streaming)
     if audio_column and getattr(ds, "features", None) and audio_column in ds.features:
