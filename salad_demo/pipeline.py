@@ -300,7 +300,8 @@ class DemoPipeline:
         config = {
             "model_name_or_path": str(model_path), "span_datasets": [str(s) for s in span_datasets],
             "replay_dataset": self.result("stage1_data")["replay"], "text_replay_ratio": 1 / 3,
-            # the teacher follows `trainable` (shared frozen LLM, or the LLM with LoRA off); set below when the LLM trains
+            # the teacher follows `trainable` (the shared frozen LLM, or the LLM with LoRA off); set below when the
+            # LLM itself trains
             "feature_cache_dir": feature_cache, "output_dir": str(output_dir), "trainable": trainable,
             "alpha": 1.0, "beta": 0.0, "learning_rate": llm_learning_rate or adapter_learning_rate,
             "adapter_learning_rate": adapter_learning_rate, "lr_scheduler_type": "warmup_stable_decay",
