@@ -7,6 +7,6 @@ code copied next to every saved checkpoint; `builder.py` assembles a new model f
 from .builder import build_salad
 from .configuration_salad import SaladConfig
 from .modeling_salad import SaladForCausalLM, SaladPreTrainedModel
-from .processing_salad import SaladProcessor, load_audio
+from .processing_salad import SAMPLING_RATE, SaladProcessor, load_audio
 
-__all__ = ["SaladConfig", "SaladForCausalLM", "SaladPreTrainedModel", "SaladProcessor", "build_salad", "load_audio"]
+__all__ = ["SAMPLING_RATE", "SaladConfig", "SaladForCausalLM", "SaladPreTrainedModel", "SaladProcessor", "build_salad", "load_audio"]

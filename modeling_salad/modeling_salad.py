@@ -351,6 +351,30 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
     def _has_audio(self, input_features, audio_encoder_states) -> bool:
         return input_features is not None or audio_encoder_states is not None
 
+    def embed_inputs(self, input_ids=None, input_features=None, input_features_mask=None, audio_encoder_states=None,
+                     audio_encoder_mask=None, inputs_embeds=None, labels=None):
+        """The LLM's `inputs_embeds` `[B, U, D]` with each clip's audio embeddings at its `<|audio|>` placeholders
+        (and `labels` with the placeholders ignored): what `forward` feeds the language model. Callers that need
+        hidden states rather than logits run `get_decoder()` on it."""
+        audio_id = self.config.audio_token_id
+        if inputs_embeds is None:
+            is_placeholder = input_ids == audio_id if audio_id is not None else torch.zeros_like(input_ids, dtype=torch.bool)
+            if is_placeholder.any() and not self._has_audio(input_features, audio_encoder_states):
+                raise ValueError(
+                    f"input_ids hold {int(is_placeholder.sum())} `<|audio|>` placeholders but no audio was given "
+                    "(`input_features` or `audio_encoder_states`)."
+                )
+            inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(is_placeholder, 0))
+            if labels is not None:
+                labels = labels.masked_fill(is_placeholder, -100)
+        if self._has_audio(input_features, audio_encoder_states):
+            audio_features = self.get_audio_features(
+                input_features, input_features_mask, audio_encoder_states, audio_encoder_mask
+            ).to(inputs_embeds.dtype)
+            placeholder_mask = self.get_placeholder_mask(input_ids, inputs_embeds, audio_features)
+            inputs_embeds = inputs_embeds.masked_scatter(placeholder_mask, audio_features)
+        return inputs_embeds, labels
+
     # ----------------------------------------------------------------- forward / generate
     def forward(
         self,
@@ -378,23 +402,10 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
             cache = kwargs.pop("past_key_values")
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
-        audio_id = self.config.audio_token_id
-        if inputs_embeds is None:
-            is_placeholder = input_ids == audio_id if audio_id is not None else torch.zeros_like(input_ids, dtype=torch.bool)
-            if is_placeholder.any() and not self._has_audio(input_features, audio_encoder_states):
-                raise ValueError(
-                    f"input_ids hold {int(is_placeholder.sum())} `<|audio|>` placeholders but no audio was given "
-                    "(`input_features` or `audio_encoder_states`)."
-                )
-            inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(is_placeholder, 0))
-            if labels is not None:
-                labels = labels.masked_fill(is_placeholder, -100)
-        if self._has_audio(input_features, audio_encoder_states):
-            audio_features = self.get_audio_features(
-                input_features, input_features_mask, audio_encoder_states, audio_encoder_mask
-            ).to(inputs_embeds.dtype)
-            placeholder_mask = self.get_placeholder_mask(input_ids, inputs_embeds, audio_features)
-            inputs_embeds = inputs_embeds.masked_scatter(placeholder_mask, audio_features)
+        inputs_embeds, labels = self.embed_inputs(
+            input_ids, input_features, input_features_mask, audio_encoder_states, audio_encoder_mask,
+            inputs_embeds=inputs_embeds, labels=labels,
+        )
         return self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,

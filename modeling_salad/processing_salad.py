@@ -10,7 +10,7 @@ import os
 import numpy as np
 from transformers import BatchFeature, ProcessorMixin
 
-TARGET_SAMPLING_RATE = 16_000
+SAMPLING_RATE = 16_000
 WHISPER_HOP_LENGTH = 160
 WHISPER_MIN_SAMPLES = 400  # one STFT window; shorter chunks are zero-padded to it
 AUDIO_TOKEN = "<|audio|>"
@@ -119,7 +119,7 @@ def load_audio(audio, sampling_rate: int | None = None, name: str = "audio") -> 
         raise ValueError(f"{name}: audio dict needs 'array' + 'sampling_rate', 'bytes' or 'path'; got {sorted(audio)}.")
     if sampling_rate is None:
         raise ValueError(
-            f"{name}: `sampling_rate` is required for a raw audio array (SALAD resamples to {TARGET_SAMPLING_RATE} Hz)."
+            f"{name}: `sampling_rate` is required for a raw audio array (SALAD resamples to {SAMPLING_RATE} Hz)."
         )
     return _finish(_to_float_array(audio, name), sampling_rate, name)
 
@@ -132,13 +132,13 @@ def _finish(array: np.ndarray, rate, name: str) -> np.ndarray:
         raise ValueError(f"{name}: audio is empty.")
     if not np.isfinite(mono).all():
         raise ValueError(f"{name}: audio contains NaN or infinite samples.")
-    if int(rate) != TARGET_SAMPLING_RATE:
+    if int(rate) != SAMPLING_RATE:
         try:
             import soxr
         except ImportError as err:  # optional dependency, imported lazily
             raise ImportError("Resampling needs `soxr` (pip install soxr).") from err
 
-        mono = soxr.resample(mono, int(rate), TARGET_SAMPLING_RATE).astype(np.float32)
+        mono = soxr.resample(mono, int(rate), SAMPLING_RATE).astype(np.float32)
         if mono.size == 0:
             raise ValueError(f"{name}: audio is empty after resampling from {rate} Hz.")
     return np.ascontiguousarray(mono, dtype=np.float32)
@@ -197,7 +197,7 @@ class SaladProcessor(ProcessorMixin):
 
     @property
     def chunk_samples(self) -> int:
-        return int(round(self.chunk_seconds * TARGET_SAMPLING_RATE))
+        return int(round(self.chunk_seconds * SAMPLING_RATE))
 
     def _chunk_lengths(self, num_samples_16k: int) -> list[int]:
         if self.is_mimi:
@@ -214,7 +214,7 @@ class SaladProcessor(ProcessorMixin):
 
     def _mimi_length(self, num_samples_16k: int) -> int:
         rate = self.feature_extractor.sampling_rate
-        return num_samples_16k if rate == TARGET_SAMPLING_RATE else math.ceil(num_samples_16k * rate / TARGET_SAMPLING_RATE)
+        return num_samples_16k if rate == SAMPLING_RATE else math.ceil(num_samples_16k * rate / SAMPLING_RATE)
 
     def num_audio_tokens_from_frames(self, num_encoder_frames: int) -> int:
         """Placeholders for one chunk with `num_encoder_frames` real encoder frames."""
@@ -230,7 +230,7 @@ class SaladProcessor(ProcessorMixin):
 
     # ---------------------------------------------------------------- features
     def _check_length(self, clip: np.ndarray, index: int):
-        seconds = clip.shape[0] / TARGET_SAMPLING_RATE
+        seconds = clip.shape[0] / SAMPLING_RATE
         if seconds > self.max_audio_seconds:
             raise ValueError(
                 f"audio {index} lasts {seconds:.1f} s, more than max_audio_seconds={self.max_audio_seconds:g}; "
@@ -242,19 +242,19 @@ class SaladProcessor(ProcessorMixin):
             chunk = np.pad(chunk, (0, WHISPER_MIN_SAMPLES - chunk.shape[0]))
         padding = "max_length" if self.audio_padding == "window" else "longest"
         features = self.feature_extractor(
-            chunk, sampling_rate=TARGET_SAMPLING_RATE, padding=padding, return_tensors="np", return_attention_mask=False
+            chunk, sampling_rate=SAMPLING_RATE, padding=padding, return_tensors="np", return_attention_mask=False
         )["input_features"][0]
         return features, chunk.shape[0] // WHISPER_HOP_LENGTH
 
     def _mimi_chunk(self, chunk: np.ndarray):
         rate = self.feature_extractor.sampling_rate
-        if rate != TARGET_SAMPLING_RATE:
+        if rate != SAMPLING_RATE:
             try:
                 import soxr
             except ImportError as err:  # optional dependency, imported lazily
                 raise ImportError("Resampling needs `soxr` (pip install soxr).") from err
 
-            resampled = soxr.resample(chunk, TARGET_SAMPLING_RATE, rate).astype(np.float32)
+            resampled = soxr.resample(chunk, SAMPLING_RATE, rate).astype(np.float32)
             target = self._mimi_length(chunk.shape[0])
             chunk = np.pad(resampled, (0, max(0, target - resampled.shape[0])))[:target]
         # Whole 80 ms frames only: Mimi's last partial frame depends on what follows it, so a clip batched with

@@ -5,6 +5,8 @@ splitter, audio encoding and decoding, the encoder-state cache, the audio-token 
 atomic-write helper.
 """
 
+from modeling_salad import SAMPLING_RATE
+
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, replace_dir, staging_dir
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_text", "replace_dir", "staging_dir"]
+__all__ = ["SAMPLING_RATE", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "replace_dir", "staging_dir"]
