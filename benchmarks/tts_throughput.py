@@ -97,8 +97,12 @@ def _cer_folder(work: Path, spec: str) -> Path:
 
 
 def _cer_argv(source: Path, out: Path, spec: str, whisper: str | None) -> list[str]:
-    return ["--input", str(source), "--output", str(out), "--tts", spec, "--cer-check"] + (
-        [whisper] if whisper else []) + ["--overwrite", "--quiet", "--source-license", "apache-2.0"]
+    if whisper is None:
+        from salad_demo.assets import prepare_assets
+
+        whisper = prepare_assets()["whisper"]
+    return ["--input", str(source), "--output", str(out), "--tts", spec, "--cer-check", str(whisper),
+            "--overwrite", "--quiet", "--source-license", "apache-2.0"]
 
 
 def run_cer(args) -> None:

@@ -1,8 +1,8 @@
 """ASR round-trip check of synthetic speech: transcribe each clip with Whisper, score the character error rate.
 
 CER = jiwer.cer after Whisper's English text normalizer (lower case, punctuation removed, numbers and spellings
-standardized) on both the TTS input text and the transcript. The default model is the embedded Whisper tiny.en
-(`salad_demo.assets.prepare_assets()["whisper"]`); any local WhisperForConditionalGeneration folder works.
+standardized) on both the TTS input text and the transcript. The model is any local
+WhisperForConditionalGeneration folder, given explicitly (`salad-assets` prints the path of a converted tiny.en).
 """
 
 from __future__ import annotations
@@ -14,14 +14,7 @@ from collections import defaultdict
 
 import numpy as np
 
-
-def default_whisper_path() -> str:
-    try:
-        from salad_demo.assets import prepare_assets
-    except ImportError as err:
-        raise ValueError("No Whisper model given and salad_demo.assets is not available; pass a path to a "
-                         "Whisper model folder (--cer-check PATH)") from err
-    return str(prepare_assets()["whisper"])
+from modeling_salad import SAMPLING_RATE
 
 
 @functools.lru_cache(maxsize=1)
@@ -55,7 +48,7 @@ class WhisperTranscriber:
     """Batched greedy Whisper transcription of 16 kHz clips on CPU or GPU; clips over 30 s are cut into 30 s windows
     whose transcripts are joined (the project's one Whisper ASR: CER checks, the evaluation's cascade)."""
 
-    WINDOW_SAMPLES = 30 * 16000
+    WINDOW_SAMPLES = 30 * SAMPLING_RATE
 
     def __init__(self, model_path: str | None = None, device: str | None = None, batch_size: int = 8,
                  max_new_tokens: int = 128, model=None, processor=None):
@@ -68,15 +61,18 @@ class WhisperTranscriber:
             self.model, self.processor, self.model_path = model.eval(), processor, getattr(model, "name_or_path", None)
             self.device = next(model.parameters()).device
             return
-        self.model_path = str(model_path or default_whisper_path())
+        if model_path is None:
+            raise ValueError("WhisperTranscriber needs a Whisper model: pass model_path (a local "
+                             "WhisperForConditionalGeneration folder) or model and processor.")
+        self.model_path = str(model_path)
         if not os.path.isdir(self.model_path):
             raise ValueError(f"Whisper model folder not found: {self.model_path!r}")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.processor = WhisperProcessor.from_pretrained(self.model_path)
         self.model = WhisperForConditionalGeneration.from_pretrained(self.model_path).to(self.device).eval()
 
-    def transcribe(self, clips: list[np.ndarray], sampling_rate: int = 16000) -> list[str]:
-        if sampling_rate != 16000:
+    def transcribe(self, clips: list[np.ndarray], sampling_rate: int = SAMPLING_RATE) -> list[str]:
+        if sampling_rate != SAMPLING_RATE:
             raise ValueError(f"WhisperTranscriber expects 16 kHz clips, got {sampling_rate} Hz")
         windows, owners = [], []
         for i, clip in enumerate(clips):
@@ -97,7 +93,7 @@ class WhisperTranscriber:
         texts: list[str] = []
         for start in range(0, len(windows), self.batch_size):
             batch = windows[start:start + self.batch_size]
-            features = self.processor.feature_extractor(batch, sampling_rate=16000, return_tensors="pt",
+            features = self.processor.feature_extractor(batch, sampling_rate=SAMPLING_RATE, return_tensors="pt",
                                                         return_attention_mask=True)
             with torch.inference_mode():
                 ids = self.model.generate(features.input_features.to(self.device, self.model.dtype),
@@ -115,7 +111,7 @@ def cer_by_group(rows, group_key: str, transcriber: WhisperTranscriber | None = 
                  text_key: str = "text", audio_key: str = "audio") -> dict:
     """Mean CER per group over rows {group_key, text, audio ({"array"} or decodable cell)}; rows that already
     carry a numeric "cer" are not re-transcribed. Returns {group: {"cer": mean, "count": n}}."""
-    from .span_docs import decode_audio
+    from spans import decode_audio
 
     per_group: dict = defaultdict(list)
     pending = []
@@ -127,7 +123,9 @@ def cer_by_group(rows, group_key: str, transcriber: WhisperTranscriber | None = 
         elif row.get(audio_key) is not None:
             pending.append(row)
     if pending:
-        transcriber = transcriber or WhisperTranscriber()
+        if transcriber is None:
+            raise ValueError(f"{len(pending)} rows carry no 'cer'; pass a transcriber (WhisperTranscriber(model_path)) "
+                             "to transcribe them.")
         clips = [decode_audio(r[audio_key])["array"] for r in pending]
         for row, cer in zip(pending, transcriber.cer(clips, [r[text_key] for r in pending])):
             per_group[row[group_key]].append(cer)

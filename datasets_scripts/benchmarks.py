@@ -153,7 +153,7 @@ def load_bigbench_task(path, task_name: str | None = None) -> list[dict]:
 def _load_spoken_folder(folder: Path, split: str | None) -> list[dict]:
     from datasets import Audio
 
-    from .span_docs import decode_audio, load_folder_or_hub
+    from spans import decode_audio, load_folder_or_hub
 
     ds = load_folder_or_hub(str(folder), split or "train")
     for column in ("audio", "context_audio"):

@@ -9,7 +9,7 @@
 Overrides: `$SALAD_BIGBENCH_DIR` a folder of task folders (`<task>/task.json`) searched first;
 `$SALAD_BIGBENCH_TARBALL` another BIG-bench tarball in the sdist's layout (the test suite's smoke demo uses
 `tests/fixtures/demo/bigbench-mini.tar.gz`); `$SALAD_EVALS_WHEEL` an evals wheel, or `none` to leave that corpus
-out. Downloads land in `<cache_root()>/downloads` (datasets_scripts.cache).
+out. Downloads land in `<cache_root()>/downloads` (`spans.cache_root`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .cache import cache_root
+from spans import cache_root
 
 PYPI_FILES = {
     "bigbench": ("https://files.pythonhosted.org/packages/95/f8/c019b3579df548a04cac12342cfcb878e50ddf6cfcd7fddba8cfc721c157/"

@@ -155,7 +155,7 @@ def _load_pool(cfg: SelectConfig, state: Path) -> list[dict]:
 def _synthesize_probes(cfg, pool, probes, transcriber):
     """Probe documents: spans with the first spoken, so every document has text to distill after speech.
     Speech spans go through salad-synth's `synthesize_rows` (utterance mode, one row per span)."""
-    from .spans import SPEECH, split_into_spans
+    from spans import SPEECH, split_into_spans
     from .synth import synthesize_rows
     from .tts import stable_hash
 

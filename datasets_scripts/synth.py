@@ -18,8 +18,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 from tqdm.auto import tqdm
 
-from .span_docs import SAMPLING_RATE, encode_audio
-from .spans import SPEECH, split_into_spans
+from modeling_salad import SAMPLING_RATE
+from spans import SPEECH, encode_audio, split_into_spans
+
 from .tts import TTSBackendUnavailableError, UnspeakableTextError, VoicePool, stable_hash
 
 MODES = ("utterance", "spans", "benchmark")

@@ -2,7 +2,7 @@
 
     salad-synth --input texts.jsonl --output out/ --tts piper,flite:slt,festival
     salad-synth --input docs.parquet --output spans/ --tts piper --spans --num-shards 8 --shard-index 3
-    salad-synth --input hellaswag --benchmark --output spoken-hellaswag/ --tts piper --cer-check
+    salad-synth --input hellaswag --benchmark --output spoken-hellaswag/ --tts piper --cer-check WHISPER_DIR
 Restarting the same command resumes; a finished folder is only redone with --overwrite.
 """
 
@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chunk-size", type=int, default=256, help="input rows per parquet part (resume unit)")
     parser.add_argument("--audio-format", choices=("flac", "wav"), default="flac")
     parser.add_argument("--overwrite", action="store_true", help="redo a finished (or differently set) run")
-    parser.add_argument("--cer-check", nargs="?", const="default", default=None, metavar="WHISPER_PATH",
-                        help="transcribe every clip with Whisper (default: the embedded tiny.en) and store its CER")
+    parser.add_argument("--cer-check", default=None, metavar="WHISPER_PATH",
+                        help="transcribe every clip with the Whisper model in this folder and store its CER "
+                             "(`salad-assets` prints the path of a converted tiny.en)")
     parser.add_argument("--max-cer", type=float, default=None, help="drop clips whose CER exceeds this")
     parser.add_argument("--source-name", default=None, help="name of the text source for the card")
     parser.add_argument("--source-license", default="unknown", help="license of the source texts for the card")
@@ -119,8 +120,8 @@ def main(argv=None) -> int:
         if args.cer_check is not None:
             from .asr_check import WhisperTranscriber
 
-            transcriber = WhisperTranscriber(None if args.cer_check == "default" else args.cer_check)
-            cer_model = "whisper-tiny.en (embedded)" if args.cer_check == "default" else args.cer_check
+            transcriber = WhisperTranscriber(args.cer_check)
+            cer_model = args.cer_check
         run_config = {"input": args.input, "text_column": args.text_column, "limit": args.limit,
                       "cer_model": cer_model}
         source = args.source_name or Path(args.input).name

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .span_docs import benchmark_features, span_features, write_parquet_atomic
+from spans import benchmark_features, span_features, write_parquet
+
 from .cards import reason_key
 from .synth import make_executor, synthesize_rows
 
@@ -119,7 +120,7 @@ def write_span_dataset(rows: list[dict], output_dir, pool, *, mode: str = "utter
                                      source=source, audio_format=audio_format, extra_columns=tuple(extra_features or {}),
                                      progress=False, executor=executor)
             part = output_dir / "data" / f"train-{shard_tag}-{k:05d}.parquet"
-            write_parquet_atomic(result["rows"], part, features)
+            write_parquet(result["rows"], part, features)
             record = {"chunk": k, "input_ids": [str(r["id"]) for r in chunk], "rows": len(result["rows"]),
                       "audio_seconds": result["audio_seconds"], "synth_seconds": result["synth_seconds"],
                       "skipped": result["skipped"], "kept_as_text": result["kept_as_text"], "part": part.name,

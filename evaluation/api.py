@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from .audio import EncoderCache, SpokenQuestions
+from spans import EncoderStatesCache
+
+from .audio import SpokenQuestions, speech_inputs
 from .generate_mode import generate_answer, judge_answer
 from .metrics import average_rows, speech_text_agreement, summarize_task
 from .prompts import FewShotSampler, split_fewshot_pool, validate_item
@@ -34,7 +36,7 @@ class EvalCache:
     """What stays valid across evaluations of checkpoints of one model family: TTS clips, frozen-encoder states,
     base-LLM text scores, ASR transcripts and cascade scores (the base LLM and the ASR do not change)."""
 
-    encoder: EncoderCache = field(default_factory=EncoderCache)
+    encoder: EncoderStatesCache = field(default_factory=EncoderStatesCache)
     base_text: dict = field(default_factory=dict)
     cascade: dict = field(default_factory=dict)
 
@@ -228,8 +230,7 @@ def _evaluate_benchmark(
             run("text_acc", "text", salad_scorer.score_text)
     if "speech" in modes:
         def speech(item):
-            key = spoken.clip_key(item)
-            audio_inputs = cache.encoder.get(key, spoken.clip(item), model, processor)
+            audio_inputs = speech_inputs(cache.encoder, spoken.clip(item), model, processor)
             return salad_scorer.score_speech(item, audio_inputs)
 
         run("speech_acc", "speech", speech)

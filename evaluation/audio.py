@@ -1,32 +1,26 @@
 """Spoken questions for evaluation: recorded audio from a spoken benchmark folder, or TTS on the fly (cached on
-disk by (backend, voice, text) hash), and a frozen-encoder cache so repeated evaluations skip the encoder."""
+disk by (backend, voice, text) hash), and the model inputs of a clip through the encoder-state cache
+(`spans.EncoderStatesCache`), so repeated evaluations skip the encoder."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
+
+from modeling_salad import SAMPLING_RATE, load_audio
+from spans import EncoderStatesCache, atomic_write_bytes, audio_token_count, cache_root
 
 from .prompts import question_text
 
-SAMPLING_RATE = 16000
 CONTEXT_PAUSE_S = 0.3
 
 
 def default_tts_cache_dir() -> Path:
-    from datasets_scripts.cache import cache_root
-
     return cache_root() / "eval-tts"
-
-
-def _load_audio(audio) -> np.ndarray:
-    from modeling_salad.processing_salad import load_audio
-
-    return load_audio(audio)
 
 
 class SpokenQuestions:
@@ -67,10 +61,10 @@ class SpokenQuestions:
         if key in self._memory:
             return self._memory[key]
         if item.get("audio") is not None:
-            audio = _load_audio(item["audio"])
+            audio = load_audio(item["audio"])
             if item.get("context_audio") is not None:  # spoken context, a short pause, then the question
                 pause = np.zeros(int(CONTEXT_PAUSE_S * SAMPLING_RATE), dtype=np.float32)
-                audio = np.concatenate([_load_audio(item["context_audio"]), pause, audio])
+                audio = np.concatenate([load_audio(item["context_audio"]), pause, audio])
         else:
             audio = self._synthesize_cached(item, key)
         self._memory[key] = audio
@@ -87,46 +81,14 @@ class SpokenQuestions:
         if sampling_rate != SAMPLING_RATE:
             raise ValueError(f"TTS backend {backend_name} returned {sampling_rate} Hz, expected {SAMPLING_RATE}.")
         audio = np.asarray(audio, dtype=np.float32)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy.tmp", delete=False) as handle:
-            np.save(handle, audio)
-        os.replace(handle.name, path)
+        buffer = io.BytesIO()
+        np.save(buffer, audio)
+        atomic_write_bytes(path, buffer.getvalue())
         return audio
 
 
-class EncoderCache:
-    """Frozen-encoder outputs per clip, so re-evaluating checkpoints that share the encoder skips it.
-
-    Keys are clip keys (`SpokenQuestions.clip_key`); values are the model inputs for `MultipleChoiceScorer.score_speech`.
-    Only valid while the audio tower is frozen (SALAD's default); `clear()` it otherwise.
-    """
-
-    def __init__(self):
-        self._entries: dict[str, dict] = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-    @torch.no_grad()
-    def get(self, key: str, audio: np.ndarray, model, processor) -> dict:
-        if key not in self._entries:
-            self._entries[key] = encode_clip(audio, model, processor)
-        return self._entries[key]
-
-
-@torch.no_grad()
-def encode_clip(audio: np.ndarray, model, processor) -> dict:
-    """Run the frozen encoder on one clip; returns score_speech's `audio_inputs` (kept on CPU)."""
-    features = processor.extract_audio_features([audio])
-    device = next(model.parameters()).device
-    states, mask = model.encode_audio(
-        features["input_features"].to(device), features["input_features_mask"].to(device)
-    )
-    return {
-        "audio_encoder_states": states.cpu(),
-        "audio_encoder_mask": mask.cpu(),
-        "num_placeholders": int(processor.num_audio_tokens(len(audio))),
-    }
+def speech_inputs(cache: EncoderStatesCache, wave: np.ndarray, model, processor) -> dict:
+    """`MultipleChoiceScorer.score_speech`'s `audio_inputs` for one clip: its frozen-encoder states (from `cache`,
+    or computed and stored there) and its placeholder count."""
+    clip = cache.encode(model, processor, wave)
+    return {**clip.model_inputs(), "num_placeholders": audio_token_count(processor, len(wave))}

@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--modes", default="text,speech", help=f"Comma-separated subset of {','.join(MODES)}.")
     parser.add_argument("--tts", default="piper", help="TTS voice pool BACKEND[:VOICE][,...] for items without audio.")
     parser.add_argument("--tts-cache", help="Folder caching synthesized clips (default $SALAD_CACHE/eval-tts, else .cache/eval-tts).")
-    parser.add_argument("--asr-model", help="Whisper folder for the cascade (default: salad-assets' whisper).")
+    parser.add_argument("--asr-model", help="Whisper folder for the cascade mode (required by it; `salad-assets` "
+                        "prints the path of a converted tiny.en).")
     parser.add_argument("--num-fewshot", type=int, default=5, help="Up to this many shots (as many as fit).")
     parser.add_argument("--fewshot-file", help="MC items to draw shots from (default: train split or held-out part).")
     parser.add_argument("--fewshot-pool-size", type=int, default=None,
@@ -105,12 +106,6 @@ def load_models(model_path: str, base_model: str | None, device: str):
     return model, processor, base, base_tokenizer
 
 
-def _default_asr_path() -> str:
-    from salad_demo.assets import prepare_assets
-
-    return str(prepare_assets()["whisper"])
-
-
 def _fmt(value, digits=1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -175,7 +170,10 @@ def run_eval(args) -> dict:
         raise ValueError(f"--model {args.model!r} is not a SALAD checkpoint; modes speech/generate need one.")
     asr = asr_path = None
     if "cascade" in modes:
-        asr_path = args.asr_model or _default_asr_path()
+        if not args.asr_model:
+            raise ValueError("Mode cascade needs --asr-model: a local Whisper model folder (`salad-assets` prints "
+                             "the path of a converted tiny.en).")
+        asr_path = args.asr_model
         asr = WhisperASR.from_pretrained(asr_path)
         asr.model.to(device)
     spoken = SpokenQuestions(args.tts, args.tts_cache)

@@ -42,7 +42,7 @@ def package_dir(name: str) -> Path:
 
 
 def cache_root(cache_dir=None) -> Path:
-    from datasets_scripts.cache import cache_root as salad_cache_root
+    from spans import cache_root as salad_cache_root
 
     return Path(cache_dir) if cache_dir else salad_cache_root() / "salad-assets"
 

@@ -3,51 +3,13 @@ on disk per voice, and frozen-encoder states cached on disk so a second run (or 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 from pathlib import Path
 
-import torch
-
 from evaluation.api import Benchmark, EvalCache, evaluate_model
-from evaluation.audio import EncoderCache, SpokenQuestions, encode_clip
+from evaluation.audio import SpokenQuestions
 from evaluation.metrics import average_rows, speech_text_agreement, summarize_task
-
-
-def encoder_tag(config) -> str:
-    """What the cached encoder states depend on: the audio encoder and, for slot-shaped states, the recipe."""
-    parts = [getattr(config.audio_config, "_name_or_path", "") or config.audio_config.model_type,
-             config.adapter_type, config.stack_factor, getattr(config, "audio_padding", None),
-             getattr(config.audio_config, "d_model", None)]
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:12]
-
-
-class DiskEncoderCache(EncoderCache):
-    """`EncoderCache` that also keeps each clip's `score_speech` inputs in `cache_dir` (torch files)."""
-
-    def __init__(self, cache_dir: str | os.PathLike):
-        super().__init__()
-        self.cache_dir = Path(cache_dir)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-
-    def _path(self, key: str) -> Path:
-        return self.cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.pt"
-
-    @torch.no_grad()
-    def get(self, key: str, audio, model, processor) -> dict:
-        if key not in self._entries:
-            path = self._path(key)
-            if path.is_file():
-                self._entries[key] = torch.load(path)
-            else:
-                entry = encode_clip(audio, model, processor)
-                with tempfile.NamedTemporaryFile(dir=self.cache_dir, suffix=".tmp", delete=False) as handle:
-                    torch.save(entry, handle)
-                os.replace(handle.name, path)
-                self._entries[key] = entry
-        return self._entries[key]
+from spans import EncoderStatesCache
 
 
 class DemoEvaluator:
@@ -60,9 +22,8 @@ class DemoEvaluator:
         self.cache_root = Path(cache_root)
         self._base = self._asr = None
         self._spoken: dict[str, SpokenQuestions] = {}
-        self._caches: dict[str, EvalCache] = {}
-        self.base_text: dict = {}
-        self.cascade: dict = {}
+        # states are keyed by the encoder's identity, so every checkpoint can share one cache
+        self.cache = EvalCache(encoder=EncoderStatesCache(self.cache_root / "eval-encoder", keep_in_memory=True))
 
     @property
     def base(self):
@@ -86,13 +47,6 @@ class DemoEvaluator:
             self._spoken[voice] = SpokenQuestions(voice, self.cache_root / "eval-tts")
         return self._spoken[voice]
 
-    def cache_for(self, model) -> EvalCache:
-        tag = encoder_tag(model.config)
-        if tag not in self._caches:  # base-text and cascade memos do not depend on the model: shared
-            self._caches[tag] = EvalCache(encoder=DiskEncoderCache(self.cache_root / "eval-encoder" / tag),
-                                          base_text=self.base_text, cascade=self.cascade)
-        return self._caches[tag]
-
     def synthesize(self, benchmarks: dict[str, list[dict]]) -> int:
         """Speak every question with both eval voices now (cached on disk); returns clips made or found."""
         count = 0
@@ -105,12 +59,12 @@ class DemoEvaluator:
 
     def encode(self, model, processor, benchmarks: dict[str, list[dict]]) -> int:
         """Frozen-encoder states of every eval clip, computed once into the disk cache."""
-        cache, count = self.cache_for(model).encoder, 0
+        cache, count = self.cache.encoder, 0
         for voice in (self.preset.seen_voice, self.preset.unseen_voice):
             spoken = self.spoken(voice)
             for items in benchmarks.values():
                 for item in items:
-                    cache.get(spoken.clip_key(item), spoken.clip(item), model, processor)
+                    cache.encode(model, processor, spoken.clip(item))
                     count += 1
         return count
 
@@ -123,7 +77,7 @@ class DemoEvaluator:
         base, tokenizer = self.base
         result = evaluate_model(None, None, base, tokenizer, self._benchmarks(benchmarks), ("text",),
                                 num_fewshot=self.preset.num_fewshot, max_length=self.preset.eval_max_length,
-                                cache=EvalCache(base_text=self.base_text), num_resamples=200, progress=True)
+                                cache=EvalCache(base_text=self.cache.base_text), num_resamples=200, progress=True)
         return result["benchmarks"]
 
     def evaluate_voices(self, model, processor, benchmarks: dict[str, list[dict]]) -> dict:
@@ -160,6 +114,6 @@ class DemoEvaluator:
         result = evaluate_model(model, processor, base, tokenizer, self._benchmarks(benchmarks), modes,
                                 num_fewshot=self.preset.num_fewshot, max_length=self.preset.eval_max_length,
                                 spoken=self.spoken(voice), asr=self.asr if "cascade" in modes else None,
-                                cache=self.cache_for(model), num_resamples=200, seed=self.preset.seed)
+                                cache=self.cache, num_resamples=200, seed=self.preset.seed)
         result["voice"] = voice
         return result

@@ -130,15 +130,9 @@ class DemoPipeline:
     def eval_benchmarks(self) -> dict[str, list[dict]]:
         return {task: read_jsonl(path) for task, path in self.result("eval_sets")["files"].items()}
 
-    def init_config(self):
-        from modeling_salad import SaladConfig
-
-        return SaladConfig.from_pretrained(str(self.out / "salad-init"))
-
-    def encoder_cache_dir(self, config) -> Path:
-        from .demo_eval import encoder_tag
-
-        return self.cache / "encoder-states" / encoder_tag(config)
+    @property
+    def encoder_cache_dir(self) -> Path:
+        return self.cache / "encoder-states"
 
     @staticmethod
     def load_model(path):
@@ -239,13 +233,13 @@ class DemoPipeline:
                                      order_column="span_index", utterances_per_document=None)
 
     def stage_features(self) -> dict:
-        from trainers.data import precompute_encoder_states
+        from spans import EncoderStatesCache
 
         model, processor = self.load_model(self.out / "salad-init")
-        cache_dir = self.encoder_cache_dir(model.config)
+        cache_dir = self.encoder_cache_dir
         start = time.perf_counter()
-        written = precompute_encoder_states(model, processor, self._span_documents(self.result("stage1_data")["dataset"]),
-                                            str(cache_dir))
+        written = EncoderStatesCache.for_model(model, processor, cache_dir).precompute(
+            model, processor, self._span_documents(self.result("stage1_data")["dataset"]))
         train_seconds = time.perf_counter() - start
         start = time.perf_counter()
         eval_clips = self.evaluator.encode(model, processor, self.eval_benchmarks())
@@ -296,7 +290,7 @@ class DemoPipeline:
         adapter_learning_rate = adapter_learning_rate or p.learning_rate
         llm_learning_rate = llm_learning_rate or p.llm_learning_rate
         output_dir = self.out / name
-        feature_cache = str(self.encoder_cache_dir(self.init_config()))
+        feature_cache = str(self.encoder_cache_dir)
         config = {
             "model_name_or_path": str(model_path), "span_datasets": [str(s) for s in span_datasets],
             "replay_dataset": self.result("stage1_data")["replay"], "text_replay_ratio": 1 / 3,
@@ -345,7 +339,7 @@ class DemoPipeline:
         into the corpora cache and subsampled per domain for this preset into OUT/data/pool.jsonl."""
         from datasets_scripts.text_pool import POOL_VERSION, PoolConfig, build_text_pool, load_pool, save_pool
 
-        from datasets_scripts.cache import cache_root
+        from spans import cache_root
         from datasets_scripts.corpora import bigbench_archive, evals_wheel
 
         target = self.data / "pool.jsonl"
@@ -373,7 +367,7 @@ class DemoPipeline:
     def _select(self, name: str, gamma: float) -> dict:
         from datasets_scripts.select_cli import SelectConfig, run_selection
 
-        from datasets_scripts.cache import cache_root as corpora_cache_root
+        from spans import cache_root as corpora_cache_root
 
         p = self.preset
         output = self.out / "stage2" / name

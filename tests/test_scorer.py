@@ -8,7 +8,8 @@ import torch
 from conftest import make_tiny_tokenizer, sine, tiny_text_config
 
 from evaluation.api import EvalCache, evaluate_model
-from evaluation.audio import encode_clip
+from evaluation.audio import speech_inputs
+from spans import EncoderStatesCache
 from evaluation.prompts import FewShotSampler, format_query, format_shot, question_text, split_fewshot_pool
 from evaluation.scorer import ChoiceScores, MultipleChoiceScorer, continuation_logprobs
 
@@ -87,7 +88,7 @@ def test_shared_prefix_equals_recomputation_speech_and_matches_processor(tiny_sa
     fast = MultipleChoiceScorer(model, processor.tokenizer, sampler, share_prefix=True)
     slow = MultipleChoiceScorer(model, processor.tokenizer, sampler, share_prefix=False)
     clip = sine(1.3)
-    cached = encode_clip(clip, model, processor)
+    cached = speech_inputs(EncoderStatesCache(), clip, model, processor)
     features = processor.extract_audio_features([clip])
     raw = {**features, "num_placeholders": processor.num_audio_tokens(len(clip))}
     raw.pop("num_audio_tokens", None)

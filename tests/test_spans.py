@@ -2,7 +2,7 @@
 
 import pytest
 
-from datasets_scripts.spans import split_into_spans
+from spans import split_into_spans
 
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau "
          "upsilon phi chi psi omega").split()
@@ -54,7 +54,7 @@ def test_bad_inputs(kwargs, message):
 
 
 def test_a_short_document_becomes_speech_then_text():
-    from datasets_scripts.spans import split_into_spans
+    from spans import split_into_spans
 
     for seed in range(5):
         spans = split_into_spans("Which planet is the largest in the solar system? Jupiter", seed=seed)

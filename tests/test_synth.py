@@ -10,7 +10,7 @@ from datasets import Audio, load_dataset
 
 from datasets_scripts import synth as synth_module
 from datasets_scripts.asr_check import cer_by_group, character_error_rate
-from datasets_scripts.span_docs import load_span_documents
+from spans import load_span_documents
 from datasets_scripts.synth import finalize_rows
 from datasets_scripts.synth_cli import main
 from datasets_scripts.synth_writer import write_span_dataset
@@ -88,9 +88,9 @@ def test_load_span_documents_natural_speech_and_plain_texts(tmp_path):
     docs = load_span_documents(Dataset.from_list([{k: v for k, v in r.items() if k != "audio"} for r in rows]),
                                group_column="book", order_column="utt", text_column="transcript")
     assert [[s["text"] for s in d["spans"]] for d in docs] == [["first", "second"], ["other"]]
-    docs = load_span_documents(["Hello there.", "Good morning."], tts="flite")
+    docs = load_span_documents(["Hello there.", "Good morning."], voices=VoicePool("flite"))
     assert docs[0]["id"] == "0" and docs[0]["spans"][0]["audio"]["sampling_rate"] == 16000
-    assert load_span_documents(["Only text."], tts=None)[0]["spans"] == [{"text": "Only text.", "audio": None}]
+    assert load_span_documents(["Only text."])[0]["spans"] == [{"text": "Only text.", "audio": None}]
     with pytest.raises(ValueError, match="not contiguous"):
         load_span_documents(Dataset.from_list([{"doc_id": "a", "span_index": 0, "text": "x"},
                                                {"doc_id": "b", "span_index": 0, "text": "y"},

@@ -42,7 +42,7 @@ def test_natural_speech_rows_become_ordered_span_documents(tmp_path):
     import datasets
     import numpy as np
 
-    from datasets_scripts.span_docs import encode_audio
+    from spans import encode_audio
     from trainers.data import iter_utterance_documents, load_speech_documents, mix_sources, load_replay_documents
 
     tone = np.sin(np.arange(1600) / 5).astype(np.float32) * 0.3
@@ -73,7 +73,7 @@ def test_a_span_folder_rewritten_in_place_loads_its_new_rows(tmp_path):
     import datasets
     import numpy as np
 
-    from datasets_scripts.span_docs import encode_audio
+    from spans import encode_audio
     from trainers.data import load_speech_documents
 
     tone = np.sin(np.arange(1600) / 5).astype(np.float32) * 0.3

@@ -20,6 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from modeling_salad import SAMPLING_RATE, load_audio
+from spans import audio_token_count, audio_token_count_from_states
+
 __all__ = ["SpanDocumentCollator", "RenderedDocument"]
 
 _SPEECH_POLICIES = ("alternate", "all", "random")
@@ -45,8 +48,8 @@ class SpanDocumentCollator:
     """Collate span documents into a cross-modal distillation batch.
 
     Args:
-        processor: a ``SaladProcessor`` (needs ``.tokenizer``, ``.audio_token_id``, ``num_audio_tokens``,
-            ``num_audio_tokens_from_states`` and ``extract_audio_features``).
+        processor: a ``SaladProcessor`` (needs ``.tokenizer``, ``.audio_token_id``, the counts that
+            ``spans.audio_token_count`` asks it for, and ``extract_audio_features``).
         max_length: truncate each document at a span boundary so both sides fit (None: no limit).
         padding_side: "right" or "left" (both sequences, positions are indices into the padded tensors).
         speech_policy: which spans with audio the student hears. "alternate" (paper: alternating speech and
@@ -56,8 +59,9 @@ class SpanDocumentCollator:
             always); with "random", the per-span chance.
         seed: base seed; decisions are a pure function of (seed, epoch, document id, span index).
         pad_to_multiple_of: pad lengths up to a multiple of this.
-        encoder_cache: a ``trainers.data.EncoderStatesCache`` (or its folder): heard clips found there are
-            given as precomputed ``audio_encoder_states`` (a batch with any uncached clip uses raw audio).
+        encoder_cache: a ``spans.EncoderStatesCache`` bound to the student's encoder (``for_model``): heard
+            one-chunk clips found there are given as precomputed ``audio_encoder_states`` (a batch with any
+            uncached clip uses raw audio).
     """
 
     def __init__(self, processor, max_length: int | None = None, padding_side: str = "right",
@@ -86,10 +90,9 @@ class SpanDocumentCollator:
         if self.pad_token_id is None:
             raise ValueError("the tokenizer has neither a pad nor an eos token to pad with")
         self._prefix_ids = self._special_prefix()
-        if isinstance(encoder_cache, (str, bytes)) or hasattr(encoder_cache, "__fspath__"):
-            from .data import EncoderStatesCache
-
-            encoder_cache = EncoderStatesCache(str(encoder_cache))
+        if encoder_cache is not None and getattr(encoder_cache, "identity", None) is None:
+            raise ValueError("encoder_cache must be a spans.EncoderStatesCache bound to the model's encoder: "
+                             "build it with EncoderStatesCache.for_model(model, processor, cache_dir)")
         self.encoder_cache = encoder_cache
 
     def set_epoch(self, epoch: int) -> None:
@@ -133,19 +136,20 @@ class SpanDocumentCollator:
 
     def _clip(self, audio: Any) -> tuple[Any, int]:
         """Returns (clip, number of placeholders)."""
-        if self.encoder_cache is not None and not (isinstance(audio, dict) and "encoder_states" in audio):
-            states = self.encoder_cache.get(audio)
-            if states is not None:
-                return self._clip({"encoder_states": states})
         if isinstance(audio, dict) and "encoder_states" in audio:
-            states = np.asarray(audio["encoder_states"], dtype=np.float32)
-            if states.ndim != 2 or states.shape[0] == 0:
-                raise ValueError(f"encoder_states must be a non-empty [T, D] array, got shape {states.shape}")
-            return states, int(self.processor.num_audio_tokens_from_states(states.shape[0]))
-        from modeling_salad.processing_salad import load_audio
+            return self._precomputed(audio["encoder_states"])
+        wave = load_audio(audio, sampling_rate=SAMPLING_RATE)  # a bare array is taken as 16 kHz
+        cached = self.encoder_cache.load(wave) if self.encoder_cache is not None else None
+        states = cached.single_chunk_states() if cached is not None else None
+        if states is not None:
+            return self._precomputed(states)
+        return wave, audio_token_count(self.processor, len(wave))
 
-        wave = load_audio(audio, sampling_rate=16000)  # a bare array is taken as 16 kHz
-        return wave, int(self.processor.num_audio_tokens(len(wave)))
+    def _precomputed(self, states) -> tuple[np.ndarray, int]:
+        states = np.asarray(states, dtype=np.float32)
+        if states.ndim != 2 or states.shape[0] == 0:
+            raise ValueError(f"encoder_states must be a non-empty [T, D] array, got shape {states.shape}")
+        return states, audio_token_count_from_states(self.processor, states.shape[0])
 
     def render(self, document: dict) -> RenderedDocument:
         """Render one document on both sides (unpadded)."""
@@ -255,10 +259,8 @@ class SpanDocumentCollator:
             sources = [s for _, s in clips_and_sources]
             if any(isinstance(s, dict) and "encoder_states" in s for s in sources):
                 raise ValueError("a batch mixes raw audio and precomputed encoder_states; use one kind per dataset")
-            from modeling_salad.processing_salad import load_audio
-
             # some clips were cached, some not: use raw audio for all (same placeholder counts for 1-chunk clips)
-            clips = [load_audio(s, sampling_rate=16000) if c.ndim == 2 else c for c, s in clips_and_sources]
+            clips = [load_audio(s, sampling_rate=SAMPLING_RATE) if c.ndim == 2 else c for c, s in clips_and_sources]
             precomputed = [False] * len(clips)
         if not all(precomputed):
             features = self.processor.extract_audio_features(list(clips))

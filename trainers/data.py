@@ -1,10 +1,10 @@
-"""Training data as span documents: natural speech (Stage I), span datasets (Stage II), text replay, mixing,
-and an on-disk cache of frozen-encoder features.
+"""Training data as span documents: natural speech (Stage I), span datasets (Stage II), text replay and mixing
+(the frozen-encoder state cache is `spans.EncoderStatesCache`).
 
 Every source becomes rows ``{"id": str, "spans": [{"text": str, "audio": {"bytes", "path"} | None}], "replay":
 bool}`` (audio stays encoded; the collator decodes it). Natural speech with one utterance per row, grouped by a
 recording/book column and ordered by an order column (LibriHeavy-style), gives documents of
-``utterances_per_document`` consecutive utterances; a span dataset written by ``datasets_scripts`` is the same
+``utterances_per_document`` consecutive utterances; a span dataset written by ``salad-synth`` is the same
 thing with ``group_column="doc_id"``, ``order_column="span_index"`` and whole documents.
 """
 
@@ -13,13 +13,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
-import numpy as np
+from spans import as_encoded_audio
 
 __all__ = ["iter_utterance_documents", "load_speech_documents", "load_replay_documents",
-           "documents_to_dataset", "mix_sources", "clip_content_hash", "EncoderStatesCache",
-           "precompute_encoder_states", "build_training_dataset"]
+           "documents_to_dataset", "mix_sources", "build_training_dataset"]
 
 
 def _features():
@@ -30,19 +29,6 @@ def _features():
         "spans": List({"text": Value("string"), "audio": {"bytes": Value("binary"), "path": Value("string")}}),
         "replay": Value("bool"),
     })
-
-
-def _encoded(audio: Any) -> dict | None:
-    """Any audio cell -> {"bytes", "path"} (arrays are encoded as 16-bit FLAC)."""
-    if audio is None:
-        return None
-    if isinstance(audio, dict) and (audio.get("bytes") is not None or audio.get("path") is not None) \
-            and audio.get("array") is None:
-        return {"bytes": audio.get("bytes"), "path": audio.get("path")}
-    from datasets_scripts.span_docs import encode_audio
-    from modeling_salad.processing_salad import load_audio
-
-    return encode_audio(load_audio(audio, sampling_rate=16000), 16000)
 
 
 def _rows(source, split: str, config: str | None, streaming: bool, audio_column: str | None):
@@ -90,7 +76,8 @@ def _grouped_documents(rows, text_column, audio_column, group_column, order_colu
         size = utterances_per_document or len(ordered)
         for start in range(0, len(ordered), size):
             part = ordered[start:start + size]
-            spans = [{"text": str(r[text_column]).strip(), "audio": _encoded(r.get(audio_column))} for r in part]
+            spans = [{"text": str(r[text_column]).strip(), "audio": as_encoded_audio(r.get(audio_column))}
+                     for r in part]
             spans = [s for s in spans if s["text"]]
             if spans:
                 suffix = f"-{start // size}" if size < len(ordered) else ""
@@ -182,92 +169,6 @@ def mix_sources(speech_sources: list, replay=None, text_replay_ratio: float = 1 
                                         stopping_strategy="all_exhausted")
 
 
-# ---------------------------------------------------------------------------------------------- feature cache
-def clip_content_hash(audio: Any) -> str:
-    """sha256 of a clip's content (encoded bytes, file bytes, or array + rate)."""
-    digest = hashlib.sha256()
-    if isinstance(audio, dict) and audio.get("bytes") is not None:
-        digest.update(audio["bytes"])
-    elif isinstance(audio, dict) and audio.get("array") is not None:
-        digest.update(np.ascontiguousarray(np.asarray(audio["array"], np.float32)).tobytes())
-        digest.update(str(audio.get("sampling_rate")).encode())
-    elif isinstance(audio, (str, os.PathLike)) or (isinstance(audio, dict) and audio.get("path")):
-        with open(audio if isinstance(audio, (str, os.PathLike)) else audio["path"], "rb") as f:
-            digest.update(f.read())
-    else:
-        digest.update(np.ascontiguousarray(np.asarray(audio, np.float32)).tobytes())
-    return digest.hexdigest()
-
-
-class EncoderStatesCache:
-    """Folder of ``<sha256>.npy`` frozen-encoder states [T, D] (single-chunk clips)."""
-
-    def __init__(self, cache_dir: str):
-        self.cache_dir = cache_dir
-        os.makedirs(cache_dir, exist_ok=True)
-
-    def path(self, key: str) -> str:
-        return os.path.join(self.cache_dir, f"{key}.npy")
-
-    def get(self, audio: Any) -> np.ndarray | None:
-        path = self.path(clip_content_hash(audio))
-        return np.load(path) if os.path.exists(path) else None
-
-    def put(self, key: str, states: np.ndarray) -> None:
-        tmp = self.path(key) + f".tmp-{os.getpid()}.npy"
-        np.save(tmp, states.astype(np.float32))
-        os.replace(tmp, self.path(key))
-
-
-def precompute_encoder_states(model, processor, documents: Iterable[dict], cache_dir: str,
-                              batch_size: int = 8) -> int:
-    """Run the frozen encoder over every clip of ``documents`` once and cache its states; returns clips written.
-
-    Clips already cached are skipped (resumable). Multi-chunk clips (over the encoder window) are not cached and
-    are encoded at train time.
-    """
-    import torch
-    from tqdm.auto import tqdm
-
-    from modeling_salad.processing_salad import load_audio
-
-    cache = EncoderStatesCache(cache_dir)
-    device = next(model.parameters()).device
-    written, pending = 0, []
-
-    def flush():
-        nonlocal written
-        waves = [w for _, w in pending]
-        features = processor.extract_audio_features(waves)
-        if features["input_features"].shape[0] != len(waves):
-            pending.clear()
-            return
-        with torch.no_grad():
-            states, mask = model.encode_audio(features["input_features"].to(device),
-                                              features["input_features_mask"].to(device))
-        for (key, _), s, m in zip(pending, states, mask):
-            cache.put(key, s[m.bool()].float().cpu().numpy())
-            written += 1
-        pending.clear()
-
-    for doc in tqdm(documents, desc="encoder states", unit="doc"):
-        for span in doc["spans"]:
-            if span.get("audio") is None:
-                continue
-            key = clip_content_hash(span["audio"])
-            if os.path.exists(cache.path(key)):
-                continue
-            wave = load_audio(span["audio"], sampling_rate=16000)
-            if len(processor.extract_audio_features([wave])["input_features_mask"]) != 1:
-                continue  # multi-chunk clip
-            pending.append((key, wave))
-            if len(pending) >= batch_size:
-                flush()
-    if pending:
-        flush()
-    return written
-
-
 def build_training_dataset(data_args, text_replay_ratio: float, seed: int = 0):
     """Training documents from ``DataArguments``: speech sources + span sets + replay, mixed."""
     speech = []
@@ -284,8 +185,9 @@ def build_training_dataset(data_args, text_replay_ratio: float, seed: int = 0):
         from .tiny import tiny_documents
 
         docs = tiny_documents(data_args.tiny_documents, seed=seed)
-        rows = [{"id": d["id"], "spans": [{"text": s["text"], "audio": _encoded(s["audio"])} for s in d["spans"]],
-                 "replay": False} for d in docs]
+        rows = [{"id": d["id"], "replay": False,
+                 "spans": [{"text": s["text"], "audio": as_encoded_audio(s["audio"])} for s in d["spans"]]}
+                for d in docs]
         speech.append(documents_to_dataset(lambda content: iter(rows), streaming=False))
     replay = None
     if data_args.replay_dataset:

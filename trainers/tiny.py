@@ -10,9 +10,11 @@ import hashlib
 import numpy as np
 import torch
 
-__all__ = ["build_tiny_salad", "make_tiny_tokenizer", "tiny_documents", "TINY_TEXTS"]
+from modeling_salad import SAMPLING_RATE
+from modeling_salad.processing_salad import AUDIO_TOKEN
+from spans import split_into_spans
 
-AUDIO_TOKEN = "<|audio|>"
+__all__ = ["build_tiny_salad", "make_tiny_tokenizer", "tiny_documents", "TINY_TEXTS"]
 
 TINY_TEXTS = [
     "the cat sat on the warm mat and looked at the small red bird that sang in the old tree near the house",
@@ -78,7 +80,7 @@ def build_tiny_salad(seed: int = 0, hidden_size: int = 32, num_layers: int = 2):
     return model, processor
 
 
-def _word_tone(text: str, rate: int = 16000, seconds_per_word: float = 0.12) -> np.ndarray:
+def _word_tone(text: str, rate: int = SAMPLING_RATE, seconds_per_word: float = 0.12) -> np.ndarray:
     """Deterministic 'speech': one tone per word, pitch from the word's hash."""
     pieces = []
     for word in text.split():
@@ -89,10 +91,8 @@ def _word_tone(text: str, rate: int = 16000, seconds_per_word: float = 0.12) -> 
 
 
 def tiny_documents(n: int = 16, seed: int = 0, text_only_every: int = 0) -> list[dict]:
-    """``n`` span documents built from ``TINY_TEXTS`` with ``datasets_scripts.spans.split_into_spans``; speech
-    spans carry tone audio. ``text_only_every=k`` makes every k-th document a text-only replay sample."""
-    from datasets_scripts.spans import split_into_spans
-
+    """``n`` span documents built from ``TINY_TEXTS`` with ``spans.split_into_spans``; speech spans carry tone
+    audio. ``text_only_every=k`` makes every k-th document a text-only replay sample."""
     docs = []
     for i in range(n):
         text = TINY_TEXTS[i % len(TINY_TEXTS)]
@@ -103,6 +103,6 @@ def tiny_documents(n: int = 16, seed: int = 0, text_only_every: int = 0) -> list
         spans = split_into_spans(text, seed=seed + i, speech_words=(3, 6), text_words=(4, 8))
         docs.append({"id": doc_id, "spans": [
             {"text": s["text"],
-             "audio": {"array": _word_tone(s["text"]), "sampling_rate": 16000} if s["kind"] == "speech" else None}
+             "audio": {"array": _word_tone(s["text"]), "sampling_rate": SAMPLING_RATE} if s["kind"] == "speech" else None}
             for s in spans]})
     return docs

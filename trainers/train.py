@@ -57,7 +57,9 @@ def _normalize_argv(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None):
     from trl import TrlParser
 
-    from trainers.data import build_training_dataset, precompute_encoder_states
+    from spans import EncoderStatesCache
+
+    from trainers.data import build_training_dataset
     from trainers.trainer import DistillationTrainer
 
     parser = TrlParser((ModelArguments, DataArguments, DistillationConfig))
@@ -71,9 +73,9 @@ def main(argv: list[str] | None = None):
         probe = [doc for _, doc in zip(range(args.probe_size), iter(train_dataset))]
     collator_cache = None
     if data_args.feature_cache_dir:
+        collator_cache = EncoderStatesCache.for_model(model, processor, data_args.feature_cache_dir)
         if not data_args.streaming:
-            precompute_encoder_states(model, processor, train_dataset, data_args.feature_cache_dir)
-        collator_cache = data_args.feature_cache_dir
+            collator_cache.precompute(model, processor, train_dataset)
 
     from trainers.collator import SpanDocumentCollator
 

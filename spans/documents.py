@@ -16,14 +16,14 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import soundfile as sf
-import soxr
 from datasets import Audio, Features, Sequence, Value
 
-SAMPLING_RATE = 16000
+from modeling_salad import SAMPLING_RATE
+
+from .audio import decode_audio
+from .files import atomic_write_bytes
 
 
 def span_features(extra: dict | None = None) -> Features:
@@ -47,49 +47,11 @@ def benchmark_features() -> Features:
     })
 
 
-def encode_audio(array: np.ndarray, sampling_rate: int = SAMPLING_RATE, *, name: str = "clip",
-                 audio_format: str = "flac") -> dict:
-    """{"bytes", "path"} for an Audio column: 16-bit FLAC (default) or WAV bytes; `path` only names the format."""
-    if audio_format not in ("flac", "wav"):
-        raise ValueError(f"audio_format must be 'flac' or 'wav', got {audio_format!r}")
+def write_parquet(rows: list[dict], path: str | os.PathLike, features: Features) -> Path:
+    """Write rows atomically to a parquet file whose schema metadata carries the `datasets` features."""
     buffer = io.BytesIO()
-    sf.write(buffer, np.asarray(array, np.float32), sampling_rate, format=audio_format.upper(), subtype="PCM_16")
-    return {"bytes": buffer.getvalue(), "path": f"{name}.{audio_format}"}
-
-
-def decode_audio(value, target_rate: int = SAMPLING_RATE) -> dict | None:
-    """An Audio cell (bytes/path dict, array dict or None) -> {"array": float32 mono, "sampling_rate"} or None."""
-    if value is None:
-        return None
-    if isinstance(value, dict) and value.get("array") is not None:
-        array, rate = np.asarray(value["array"], np.float32), value.get("sampling_rate")
-        if rate is None:
-            raise ValueError("Audio dict with an 'array' needs a 'sampling_rate'")
-    elif isinstance(value, dict) and (value.get("bytes") or value.get("path")):
-        source = io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
-        try:
-            array, rate = sf.read(source, dtype="float32", always_2d=False)
-        except Exception as err:  # soundfile raises its own error types for corrupt/missing files
-            raise ValueError(f"Cannot decode audio {value.get('path')!r}: {err}") from err
-    elif isinstance(value, (str, os.PathLike)):
-        return decode_audio({"path": str(value)}, target_rate)
-    else:
-        raise ValueError(f"Unsupported audio value of type {type(value).__name__}")
-    if array.ndim == 2:
-        array = array.mean(axis=1)
-    if rate != target_rate and array.size:
-        array = soxr.resample(array, rate, target_rate, quality="HQ").astype(np.float32)
-    return {"array": array.astype(np.float32), "sampling_rate": target_rate}
-
-
-def write_parquet_atomic(rows: list[dict], path: str | os.PathLike, features: Features) -> None:
-    """Write rows to a parquet file whose schema metadata carries the `datasets` features; tmp + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(rows, schema=features.arrow_schema)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    pq.write_table(pa.Table.from_pylist(rows, schema=features.arrow_schema), buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def _rows_from(source, split: str) -> Iterable[dict]:
@@ -163,17 +125,17 @@ def iter_span_documents(source, *, split: str = "train", group_column: str = "do
 
 def load_span_documents(source, *, split: str = "train", group_column: str = "doc_id",
                         order_column: str | None = "span_index", text_column: str = "text",
-                        audio_column: str = "audio", tts="piper") -> list[dict]:
+                        audio_column: str = "audio", voices=None) -> list[dict]:
     """Span documents from a span dataset (folder, parquet/JSONL file, Hub id, datasets.Dataset), from natural
     speech rows (set group_column/order_column), from a list of documents, or from a plain list of texts.
 
-    A plain list of texts gives one-span documents whose whole text is spoken, synthesized with the voice pool
-    `tts` (a spec like "piper,flite:slt" or a VoicePool; None keeps them as text-only spans); document i has id
-    str(i). Audio is decoded with soundfile and resampled to 16 kHz.
+    A plain list of texts gives one-span documents whose whole text is spoken by `voices` (anything with
+    `synthesize(key, text) -> (array, sampling_rate, ...)`, such as `datasets_scripts.tts.VoicePool("piper")`;
+    None keeps them as text-only spans); document i has id str(i). Audio is decoded to 16 kHz mono.
     """
     if isinstance(source, (list, tuple)):
         if all(isinstance(item, str) for item in source):
-            return _documents_from_texts(list(source), tts)
+            return _documents_from_texts(list(source), voices)
         if all(isinstance(item, dict) and "spans" in item for item in source):
             return [_check_document(doc) for doc in source]
         raise ValueError("A list source must hold only texts (str) or only documents ({'id', 'spans'})")
@@ -192,15 +154,15 @@ def _check_document(doc: dict) -> dict:
     return {"id": str(doc.get("id", "")), "spans": spans}
 
 
-def _documents_from_texts(texts: list[str], tts) -> list[dict]:
-    from .tts import VoicePool
-
-    pool = VoicePool(tts) if isinstance(tts, (str, list)) and tts else tts
+def _documents_from_texts(texts: list[str], voices) -> list[dict]:
+    if voices is not None and not callable(getattr(voices, "synthesize", None)):
+        raise ValueError(f"voices must have a synthesize(key, text) method (e.g. datasets_scripts.tts.VoicePool), "
+                         f"got {type(voices).__name__}")
     documents = []
     for index, text in enumerate(texts):
         audio = None
-        if pool is not None:
-            array, rate, _, _ = pool.synthesize(str(index), text)
-            audio = {"array": array, "sampling_rate": rate}
+        if voices is not None:
+            array, rate = voices.synthesize(str(index), text)[:2]
+            audio = decode_audio({"array": array, "sampling_rate": rate})
         documents.append({"id": str(index), "spans": [{"text": text, "audio": audio}]})
     return documents

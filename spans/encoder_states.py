@@ -1,0 +1,223 @@
+"""THE encoder-state cache: frozen-encoder outputs per clip, so training and evaluation run the encoder once.
+
+A clip's states depend on the clip's samples and on the encoder that made them: the audio tower's weights, the
+processor's feature extraction and padding mode (a 30 s window or the real length), the chunk length, and, for
+adapters that precompute slot states, the adapter recipe. The key hashes all of these (`encoder_identity`), so a
+different encoder, or the same encoder with another padding mode, never reads states it did not make.
+
+The encoder is identified by a sha256 of its weights rather than by config + revision: a revision is unknown for
+a local or freshly built tower (and identical for two towers that differ only in their weights), while hashing
+runs once per model object (about 1 s per GB of weights on CPU, memoized; see `benchmarks/RESULTS.md`).
+
+Entries live in memory, on disk as `<key>.npz` (float32 states `[chunks, frames, width]` and a bool mask, cut to
+the longest real length), or both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from modeling_salad import SAMPLING_RATE, load_audio
+
+from .audio import clip_digest
+from .files import atomic_write_bytes
+
+CACHE_FORMAT = 1
+_WEIGHT_DIGESTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class EncodedClip:
+    """A clip's frozen-encoder states `[chunks, frames, width]` (float32) and mask `[chunks, frames]` (bool)."""
+
+    states: np.ndarray
+    mask: np.ndarray
+
+    @classmethod
+    def from_encoder(cls, states, mask) -> "EncodedClip":
+        """From `model.encode_audio` outputs of one clip's chunks, cut to the longest real length."""
+        mask = mask.bool().cpu().numpy()
+        length = max(int(mask.sum(-1).max()), 1)
+        return cls(states[:, :length].float().cpu().numpy(), mask[:, :length])
+
+    def single_chunk_states(self) -> np.ndarray | None:
+        """The real rows `[T, width]` of a one-chunk clip (what the training collator feeds), else None."""
+        return self.states[0][self.mask[0]] if self.states.shape[0] == 1 else None
+
+    def model_inputs(self) -> dict:
+        """`audio_encoder_states` / `audio_encoder_mask` tensors for the model."""
+        import torch
+
+        return {"audio_encoder_states": torch.from_numpy(self.states),
+                "audio_encoder_mask": torch.from_numpy(self.mask.astype(np.int64))}
+
+
+def weights_digest(module) -> str:
+    """sha256 of a module's state dict (names, dtypes, shapes, bytes), memoized until a tensor changes in place."""
+    import torch
+
+    tensors = module.state_dict()
+    versions = tuple(t._version for t in tensors.values())  # bumped by every in-place write (optimizer, load)
+    cached = _WEIGHT_DIGESTS.get(module)
+    if cached is not None and cached[0] == versions:
+        return cached[1]
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(dtype=torch.uint8).numpy())
+    _WEIGHT_DIGESTS[module] = (versions, digest.hexdigest())
+    return digest.hexdigest()
+
+
+def encoder_identity(model, processor) -> str:
+    """Hash of everything besides the clip that determines its encoder states (see the module docstring)."""
+    config = model.config
+    parts = {
+        "format": CACHE_FORMAT,
+        "weights": weights_digest(model.audio_tower),
+        "audio_padding": (getattr(config, "audio_padding", None), getattr(processor, "audio_padding", None)),
+        "chunk_seconds": getattr(processor, "chunk_seconds", None),
+        "feature_extractor": processor.feature_extractor.to_json_string(),
+        "adapter": (getattr(config, "adapter_type", None), getattr(config, "stack_factor", None),
+                    getattr(config, "transcript_prompt_ids", None)),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _encoder_is_frozen(model) -> bool:
+    return not any(p.requires_grad for p in model.audio_tower.parameters())
+
+
+class EncoderStatesCache:
+    """Frozen-encoder states per (encoder identity, clip samples), in memory and/or in `cache_dir`.
+
+    `identity` binds the cache to one encoder (what `for_model` does), for callers that hold no model, such as the
+    training collator; `encode` takes the model and works out the identity itself.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike | None = None, *, identity: str | None = None,
+                 keep_in_memory: bool | None = None):
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.identity = identity
+        self.keep_in_memory = self.cache_dir is None if keep_in_memory is None else bool(keep_in_memory)
+        self._memory: dict[str, EncodedClip] = {}
+
+    @classmethod
+    def for_model(cls, model, processor, cache_dir=None, **kwargs) -> "EncoderStatesCache":
+        if not _encoder_is_frozen(model):
+            raise ValueError("The encoder-state cache needs a frozen audio encoder; this model trains its audio tower.")
+        return cls(cache_dir, identity=encoder_identity(model, processor), **kwargs)
+
+    def __len__(self) -> int:
+        return len(self._memory)
+
+    def clear(self) -> None:
+        """Forget the in-memory entries (files in `cache_dir` stay)."""
+        self._memory.clear()
+
+    def key(self, wave: np.ndarray, identity: str | None = None) -> str:
+        identity = identity or self.identity
+        if identity is None:
+            raise ValueError("This cache is not bound to an encoder: build it with EncoderStatesCache.for_model(...) "
+                             "or pass the identity.")
+        return hashlib.sha256(f"{identity}\x1f{clip_digest(wave)}".encode()).hexdigest()
+
+    def _path(self, key: str) -> Path | None:
+        return self.cache_dir / f"{key}.npz" if self.cache_dir is not None else None
+
+    def contains(self, wave: np.ndarray, identity: str | None = None) -> bool:
+        key = self.key(wave, identity)
+        return key in self._memory or (self.cache_dir is not None and self._path(key).is_file())
+
+    def load(self, wave: np.ndarray, identity: str | None = None) -> EncodedClip | None:
+        key = self.key(wave, identity)
+        if key in self._memory:
+            return self._memory[key]
+        path = self._path(key)
+        if path is None or not path.is_file():
+            return None
+        with np.load(path) as stored:
+            clip = EncodedClip(stored["states"], stored["mask"])
+        if self.keep_in_memory:
+            self._memory[key] = clip
+        return clip
+
+    def store(self, wave: np.ndarray, clip: EncodedClip, identity: str | None = None) -> None:
+        key = self.key(wave, identity)
+        if self.keep_in_memory:
+            self._memory[key] = clip
+        if self.cache_dir is not None:
+            buffer = io.BytesIO()
+            np.savez(buffer, states=clip.states.astype(np.float32), mask=clip.mask.astype(bool))
+            atomic_write_bytes(self._path(key), buffer.getvalue())
+
+    def encode(self, model, processor, wave: np.ndarray) -> EncodedClip:
+        """The clip's states (every chunk): from the cache, else from the encoder (then cached if it is frozen)."""
+        frozen = _encoder_is_frozen(model)
+        identity = encoder_identity(model, processor) if frozen else None
+        if frozen and (clip := self.load(wave, identity)) is not None:
+            return clip
+        clip = _run_encoder(model, processor, [wave])[0]
+        if frozen:
+            self.store(wave, clip, identity)
+        return clip
+
+    def precompute(self, model, processor, documents: Iterable[dict], batch_size: int = 8) -> int:
+        """Encode every one-chunk clip of span `documents` not cached yet; returns clips written (resumable).
+
+        Longer clips are left to the encoder at use time, as the collator feeds one state row block per clip.
+        """
+        from tqdm.auto import tqdm
+
+        identity = encoder_identity(model, processor)
+        written, pending = 0, []
+        for doc in tqdm(documents, desc="encoder states", unit="doc"):
+            for wave in _one_chunk_waves(doc, processor):
+                if not self.contains(wave, identity):
+                    pending.append(wave)
+                if len(pending) >= batch_size:
+                    written += self._store_batch(model, processor, pending, identity)
+        return written + (self._store_batch(model, processor, pending, identity) if pending else 0)
+
+    def _store_batch(self, model, processor, waves: list, identity: str) -> int:
+        for wave, clip in zip(waves, _run_encoder(model, processor, waves)):
+            self.store(wave, clip, identity)
+        count = len(waves)
+        waves.clear()
+        return count
+
+
+def _one_chunk_waves(document: dict, processor):
+    for span in document["spans"]:
+        if span.get("audio") is not None:
+            wave = load_audio(span["audio"], sampling_rate=SAMPLING_RATE)
+            if len(processor.extract_audio_features([wave])["input_features_mask"]) == 1:
+                yield wave
+
+
+def _run_encoder(model, processor, waves: list) -> list[EncodedClip]:
+    """Encode `waves` in one batch: one clip alone (all its chunks), or several one-chunk clips."""
+    import torch
+
+    features = processor.extract_audio_features(waves)
+    if len(waves) > 1 and features["input_features"].shape[0] != len(waves):
+        raise ValueError("Batched encoding takes one-chunk clips only; encode longer clips one at a time.")
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        states, mask = model.encode_audio(features["input_features"].to(device),
+                                          features["input_features_mask"].to(device))
+    if len(waves) == 1:
+        return [EncodedClip.from_encoder(states, mask)]
+    return [EncodedClip.from_encoder(states[i:i + 1], mask[i:i + 1]) for i in range(len(waves))]
