@@ -49,7 +49,7 @@ def run(args) -> list[dict]:
     accumulates settings measured by separate invocations."""
     from salad_demo.pipeline import DemoPipeline
     from salad_demo.presets import get_preset
-    from salad_demo.stages import atomic_write_text
+    from spans import atomic_write_text
 
     stored = json.loads((Path(args.run) / "preset.json").read_text())
     pipeline = DemoPipeline(get_preset(stored["name"]), args.run)

@@ -188,9 +188,9 @@ def main(argv=None):
             results["loss_chunked"]["extra_peak_mb"] / max(results["loss_naive"]["extra_peak_mb"], 1e-6), 3)
     print(json.dumps(results, indent=2))
     if args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(args.json + ".tmp", args.json)
+        from spans import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(results, indent=2))
     return results
 
 

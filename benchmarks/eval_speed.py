@@ -85,7 +85,7 @@ def main(argv=None) -> int:
 
         model, processor = build_salad(args.llm, args.whisper, adapter_type="mlp")
         cache = EvalCache()
-        _, seconds = timed(lambda: [cache.encoder.get(spoken.clip_key(i), spoken.clip(i), model, processor)
+        _, seconds = timed(lambda: [cache.encoder.encode(model, processor, spoken.clip(i))
                                     for i in items])
         rows["speech: frozen encoder (once; cached across checkpoints)"] = per_100(seconds)
         for share in (True, False):

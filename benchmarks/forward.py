@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from modeling_salad import SAMPLING_RATE
+
 HEADING = "## Forward and generate latency (CPU)"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -31,7 +33,7 @@ def peak_rss_mb() -> float:
 def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
     """Deterministic amplitude-modulated tones + noise (content does not matter for latency)."""
     rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * 16000)) / 16000
+    t = np.arange(int(seconds * SAMPLING_RATE)) / SAMPLING_RATE
     signal = np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) + 0.05 * rng.normal(size=t.shape)
     return (0.3 * signal).astype(np.float32)
 
@@ -58,7 +60,7 @@ def run(args) -> list[dict]:
         model.eval()
         for seconds in args.durations:
             conversation = [{"role": "user", "content": [
-                {"type": "audio", "array": speech_like(seconds), "sampling_rate": 16000},
+                {"type": "audio", "array": speech_like(seconds), "sampling_rate": SAMPLING_RATE},
                 {"type": "text", "text": "What was said?"}]}]
             inputs = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True)
             with torch.inference_mode():
@@ -107,9 +109,9 @@ def write_results(section: str, path: Path = RESULTS):
         text = text[:start] + section + (text[following + 1 :] if following != -1 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + section
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    from spans import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def main(argv=None):

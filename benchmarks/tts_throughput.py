@@ -46,9 +46,9 @@ def write_section(title: str, body: str) -> None:
     section = f"## {title}\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    tmp = RESULTS.with_name(f".RESULTS.md.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, RESULTS)
+    from spans import atomic_write_text
+
+    atomic_write_text(RESULTS, text)
 
 
 def machine() -> str:

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from spans import atomic_write_text
+
 TEMPLATE_NAME = "dataset_card.md.j2"
 
 
@@ -87,8 +89,5 @@ def write_dataset_card(output_dir, features, card_context: dict, run_config: dic
                "description": card_context.get("description", ""), "licenses": licenses,
                "columns": list(features), "mode": run_config.get("mode", "utterance")}
     text = render_dataset_card(context)
-    path = Path(output_dir) / "README.md"
-    tmp = path.with_name(f".README.md.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(Path(output_dir) / "README.md", text)
     return stats

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from spans import cache_root
+from spans import atomic_writer, cache_root, replace_dir
 
 PYPI_FILES = {
     "bigbench": ("https://files.pythonhosted.org/packages/95/f8/c019b3579df548a04cac12342cfcb878e50ddf6cfcd7fddba8cfc721c157/"
@@ -58,23 +58,22 @@ def fetch_pypi_file(name: str, download: bool = True) -> Path | None:
         return dest
     if not download:
         return None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_suffix(dest.suffix + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=120) as response, open(part, "wb") as f:
+        with urllib.request.urlopen(url, timeout=120) as response, atomic_writer(dest) as f:
             total = int(response.headers.get("Content-Length", 0)) or None
+            digest = hashlib.sha256()
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}") as bar:
                 for block in iter(lambda: response.read(1 << 20), b""):
                     f.write(block)
+                    digest.update(block)
                     bar.update(len(block))
+            if digest.hexdigest() != sha:  # raised inside the writer, so the file is never published
+                raise ValueError(f"{url}: SHA-256 mismatch, download refused")
     except (urllib.error.URLError, OSError) as error:
-        part.unlink(missing_ok=True)
         raise RuntimeError(f"could not download {url} ({error}); put the file at {dest} or set "
                            "SALAD_BIGBENCH_TARBALL / SALAD_BIGBENCH_DIR") from error
-    if _sha256(part) != sha:
-        part.unlink()
-        raise RuntimeError(f"{url}: SHA-256 mismatch, download refused")
-    os.replace(part, dest)
+    except ValueError as error:
+        raise RuntimeError(str(error)) from None
     return dest
 
 
@@ -109,10 +108,7 @@ def bigbench_dir(download: bool = True) -> Path:
                 (staging / rel).parent.mkdir(parents=True, exist_ok=True)
                 (staging / rel).write_bytes(tar.extractfile(member).read())
     (staging / ".complete").write_text(f"{archive}\n")
-    if root.exists():
-        shutil.rmtree(root)
-    os.replace(staging, root)
-    return root
+    return replace_dir(staging, root)
 
 
 def bigbench_task_path(task: str, download: bool = True) -> Path:

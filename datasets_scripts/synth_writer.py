@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from spans import benchmark_features, span_features, write_parquet
+from spans import atomic_write_json, benchmark_features, span_features, write_parquet
 
 from .cards import reason_key
 from .synth import make_executor, synthesize_rows
@@ -30,13 +30,6 @@ from .synth import make_executor, synthesize_rows
 STATE_DIR = ".salad-synth"
 # settings that may differ between restarts/shards without changing the output
 _VOLATILE = {"num_proc", "shard_index", "overwrite", "progress"}
-
-
-def _write_json_atomic(path: Path, payload) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def shard_bounds(num_rows: int, num_shards: int, shard_index: int) -> tuple[int, int]:
@@ -72,7 +65,7 @@ def _prepare_folder(output_dir: Path, config: dict, shard_dir: Path, shard_tag: 
             shutil.rmtree(shard_dir)
             for part in glob.glob(str(output_dir / "data" / f"train-{shard_tag}-*.parquet")):
                 os.remove(part)
-    _write_json_atomic(config_path, config)
+    atomic_write_json(config_path, config)
 
 
 def write_span_dataset(rows: list[dict], output_dir, pool, *, mode: str = "utterance", seed: int = 0,
@@ -126,7 +119,7 @@ def write_span_dataset(rows: list[dict], output_dir, pool, *, mode: str = "utter
                       "skipped": result["skipped"], "kept_as_text": result["kept_as_text"], "part": part.name,
                       "voices": dict(Counter(f"{r['backend']}:{r['voice']}" for r in result["rows"] if r["backend"])),
                       "cer": [r["cer"] for r in result["rows"] if r.get("cer") is not None]}
-            _write_json_atomic(shard_dir / f"chunk-{k:05d}.json", record)
+            atomic_write_json(shard_dir / f"chunk-{k:05d}.json", record)
             synth_seconds += result["synth_seconds"]
             audio_seconds += result["audio_seconds"]
             written += len(result["rows"])
@@ -137,7 +130,7 @@ def write_span_dataset(rows: list[dict], output_dir, pool, *, mode: str = "utter
         if executor is not None:
             executor.shutdown()
     wall = time.perf_counter() - wall_start
-    _write_json_atomic(shard_dir / "done.json", {"chunks": len(chunks), "input_rows": len(shard_rows)})
+    atomic_write_json(shard_dir / "done.json", {"chunks": len(chunks), "input_rows": len(shard_rows)})
     from .cards import write_dataset_card
 
     totals = write_dataset_card(output_dir, features, card_context or {}, config)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
+from modeling_salad.processing_salad import AUDIO_TOKEN
 from spans import EncoderStatesCache
 
 from .audio import SpokenQuestions, speech_inputs
@@ -197,7 +198,7 @@ def _evaluate_benchmark(
     share_prefix, spoken, asr, cache, generate_max_new_tokens, generate_show_choices, progress,
 ):
     scorer = lambda m, tok: MultipleChoiceScorer(
-        m, tok, sampler, max_length, share_prefix, getattr(processor, "audio_token", "<|audio|>")
+        m, tok, sampler, max_length, share_prefix, getattr(processor, "audio_token", AUDIO_TOKEN)
     )
     base_scorer = scorer(base_model, base_tokenizer) if base_model is not None else None
     salad_scorer = scorer(model, processor.tokenizer) if model is not None and processor is not None else None

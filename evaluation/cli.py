@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
+
+from spans import atomic_write_text
 
 from .api import MODES, EvalCache, evaluate_model, parse_modes
 from .audio import SpokenQuestions
@@ -64,13 +65,6 @@ def build_plot_parser() -> argparse.ArgumentParser:
     parser.add_argument("--labels", nargs="+", help="One label per results file.")
     parser.add_argument("--output", required=True, help="Folder for gap_over_checkpoints.png.")
     return parser
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _is_salad_folder(path: str) -> bool:
@@ -140,10 +134,10 @@ def results_markdown(results: dict) -> str:
 def write_results(output: Path, results: dict) -> None:
     predictions = results.pop("predictions", {})
     for name, records in predictions.items():
-        write_atomic(output / "predictions" / f"{name}.jsonl",
+        atomic_write_text(output / "predictions" / f"{name}.jsonl",
                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    write_atomic(output / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    write_atomic(output / "results.md", results_markdown(results))
+    atomic_write_text(output / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(output / "results.md", results_markdown(results))
     from .plots import plot_accuracy_by_task
 
     plot_accuracy_by_task(results, output / "accuracy_by_task.png")

@@ -8,6 +8,8 @@ import string
 
 import torch
 
+from modeling_salad import SAMPLING_RATE
+
 INSTRUCTION = "Answer the question in the audio briefly."
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -48,7 +50,7 @@ def build_generation_messages(item: dict, audio, show_choices: bool = False) -> 
     if show_choices:
         instruction += " Options: " + "; ".join(c.strip() for c in item["choices"]) + "."
     return [{"role": "user", "content": [
-        {"type": "audio", "array": audio, "sampling_rate": 16000},
+        {"type": "audio", "array": audio, "sampling_rate": SAMPLING_RATE},
         {"type": "text", "text": "\n" + instruction},
     ]}]
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from modeling_salad.processing_salad import AUDIO_TOKEN
+
 from .prompts import FewShotSampler, fit_shots, format_continuation, format_query, join_prompt, validate_item
 
 NORMALIZATIONS = ("chars", "tokens", "none")
@@ -187,7 +189,7 @@ class MultipleChoiceScorer:
         sampler: FewShotSampler,
         max_length: int | None = 2048,
         share_prefix: bool = True,
-        audio_token: str = "<|audio|>",
+        audio_token: str = AUDIO_TOKEN,
     ):
         self.model = model
         self.tokenizer = tokenizer

@@ -15,13 +15,13 @@ run never leaves a half folder and a finished one is never redone. Cache: `$SALA
 import argparse
 import importlib.util
 import json
-import os
-import shutil
 import struct
 import time
 from pathlib import Path
 
 import numpy as np
+
+from spans import staging_dir
 
 SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 LIBRIVOX_DIR = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -52,20 +52,11 @@ def build_once(target: Path, build, label: str) -> Path:
     if (target / DONE_MARKER).exists():
         _log(f"{label}: cached at {target}")
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     start = time.time()
     _log(f"{label}: building ...")
-    try:
+    with staging_dir(target) as tmp:
         build(tmp)
         (tmp / DONE_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     _log(f"{label}: done in {time.time() - start:.1f} s -> {target}")
     return target
 

@@ -136,7 +136,7 @@ def pool_exclusions(eval_tasks) -> list[str]:
 
 
 def write_jsonl(rows, path: Path) -> Path:
-    from .stages import atomic_write_text
+    from spans import atomic_write_text
 
     atomic_write_text(Path(path), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return Path(path)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from spans import staging_dir
 
 BYTES_PER_PARAM = {"float32": 4.0, "bfloat16": 2.0, "int8": 1.0, "4-bit": 0.5}
 DEFAULT_TRAINING = (
@@ -93,18 +93,10 @@ def export_model(checkpoint: str | os.PathLike, output: str | os.PathLike, *, re
     processor = SaladProcessor.from_pretrained(checkpoint, trust_remote_code=True)
     card = build_card(model, name=output.name, repo_id=repo_id or f"org/{output.name}", results=results,
                       datasets=datasets or [], training=training, license=license, limitations=limitations or [])
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+    with staging_dir(output) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
         (staging / "README.md").write_text(card)
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output
 
 

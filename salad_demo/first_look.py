@@ -19,6 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+from modeling_salad import SAMPLING_RATE
+from spans import atomic_write_text
+
 DEFAULT_PROMPT = "What does the speaker say? Repeat it."
 UNTRAINED_NOTE = ("The adapter of this model is UNTRAINED (salad-init: freshly built, before Stage I), so this "
                   "answer shows the plumbing (remote code, processor, audio -> adapter -> LLM -> generate), "
@@ -52,7 +55,7 @@ def first_look(model_dir: str, audio_path: str, prompt: str = DEFAULT_PROMPT, ma
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
     load_seconds = time.perf_counter() - start
     audio = load_audio(str(audio_path))
-    messages = [{"role": "user", "content": [{"type": "audio", "array": audio, "sampling_rate": 16000},
+    messages = [{"role": "user", "content": [{"type": "audio", "array": audio, "sampling_rate": SAMPLING_RATE},
                                              {"type": "text", "text": "\n" + prompt}]}]
     inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     start = time.perf_counter()
@@ -63,7 +66,7 @@ def first_look(model_dir: str, audio_path: str, prompt: str = DEFAULT_PROMPT, ma
     return {
         "model_class": type(model).__name__, "processor_class": type(processor).__name__,
         "adapter_type": getattr(model.config, "adapter_type", None),
-        "audio": str(audio_path), "audio_seconds": round(len(audio) / 16000, 2),
+        "audio": str(audio_path), "audio_seconds": round(len(audio) / SAMPLING_RATE, 2),
         "reference": reference_transcript(audio_path), "prompt": prompt,
         "answer": processor.tokenizer.decode(new_tokens, skip_special_tokens=True).strip(),
         "new_tokens": int(new_tokens.numel()), "generate_seconds": round(seconds, 3),
@@ -119,9 +122,7 @@ def main(argv=None) -> int:
         raise ValueError("--max-new-tokens must be >= 1")
     result = first_look(args.model_dir, args.audio, args.prompt, args.max_new_tokens)
     if args.json:
-        tmp = Path(args.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, args.json)
+        atomic_write_text(args.json, json.dumps(result, indent=2))
     else:
         print(describe(result))
     return 0

@@ -32,9 +32,11 @@ import sys
 import time
 from pathlib import Path
 
+from spans import atomic_write_text, staging_dir
+
 from .demo_data import (eval_items, narrative_documents, pool_exclusions, read_jsonl, write_jsonl)
 from .presets import NARRATIVE_TASKS, PRESETS, RECIPE_NOTES, get_preset
-from .stages import StageRunner, atomic_write_text
+from .stages import StageRunner
 
 STAGES = ("assets", "salad_init", "first_look", "eval_sets", "stage1_data", "features", "eval_init", "eval_reference",
           "stage1",
@@ -160,12 +162,9 @@ class DemoPipeline:
 
         model, processor = build_salad(self.assets["llm"], self.assets["whisper"], **self.preset.recipe)
         target = self.out / "salad-init"
-        staging = self.out / ".salad-init.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        model.save_pretrained(staging)
-        processor.save_pretrained(staging)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)
+        with staging_dir(target) as staging:
+            model.save_pretrained(staging)
+            processor.save_pretrained(staging)
         return {"path": str(target), "recipe": self.preset.recipe, "parameters": parameter_counts(model),
                 "trainable_adapter_parameters": sum(p.numel() for p in model.multi_modal_projector.parameters())}
 
@@ -436,11 +435,8 @@ class DemoPipeline:
                          RECIPE_NOTES.get(self.preset.recipe.get("adapter_type", "mlp"), "")])
         dataset_src = Path(self.result("select_active")["dataset"])
         dataset_dir = self.out / "salad-synth-demo"
-        staging = self.out / ".salad-synth-demo.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(dataset_src, staging, ignore=shutil.ignore_patterns(".salad-synth"))
-        shutil.rmtree(dataset_dir, ignore_errors=True)
-        os.replace(staging, dataset_dir)
+        with staging_dir(dataset_dir) as staging:
+            shutil.copytree(dataset_src, staging, ignore=shutil.ignore_patterns(".salad-synth"), dirs_exist_ok=True)
         return {"best_stage2": best, "model": str(model_dir), "dataset": str(dataset_dir),
                 "publish": [f"salad-publish {model_dir} ORG/salad-demo --repo-type model",
                             f"salad-publish {dataset_dir} ORG/salad-synth-demo --repo-type dataset"]}

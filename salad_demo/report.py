@@ -11,8 +11,9 @@ import os
 import shutil
 from pathlib import Path
 
+from spans import atomic_write_text, atomic_writer
+
 from .presets import RECIPE_NOTES, TRAINABLE, TRAINABLE_NOTES, TRAINABLE_WHY
-from .stages import atomic_write_text
 
 REFERENCE = "naive reference"  # an untrained adapter on encoder frames (the eval_reference stage)
 EVAL_STAGES = ((REFERENCE, "eval_reference"), ("salad-init", "eval_init"), ("stage I", "eval_stage1"),
@@ -55,7 +56,7 @@ def _average_over_voices(summary: list[dict], stage: str, key: str) -> float | N
 
 
 def goal_checks(summary: list[dict]) -> list[dict]:
-    """The issue's four goals, each with the numbers it rests on and whether it is met (None: not measured).
+    """The demo's four goals, each with the numbers it rests on and whether it is met (None: not measured).
 
     Gaps and accuracies are averaged over the two eval voices; the "initial gap" is the naive reference's (an
     untrained adapter on encoder frames), with salad-init's (the untrained transcript adapter) reported beside it.
@@ -173,12 +174,10 @@ def _plt():
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
+    with atomic_writer(path) as handle:
+        fig.savefig(handle, format="png", dpi=110)
     _plt().close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -15,12 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+from spans import atomic_write_text
 
 
 def peak_rss_gib() -> float:

@@ -90,6 +90,12 @@ def _word_tone(text: str, rate: int = SAMPLING_RATE, seconds_per_word: float = 0
     return np.concatenate(pieces).astype(np.float32) if pieces else np.zeros(1600, np.float32)
 
 
+def _tone_audio(span: dict) -> dict | None:
+    if span["kind"] != "speech":
+        return None
+    return {"array": _word_tone(span["text"]), "sampling_rate": SAMPLING_RATE}
+
+
 def tiny_documents(n: int = 16, seed: int = 0, text_only_every: int = 0) -> list[dict]:
     """``n`` span documents built from ``TINY_TEXTS`` with ``spans.split_into_spans``; speech spans carry tone
     audio. ``text_only_every=k`` makes every k-th document a text-only replay sample."""
@@ -101,8 +107,5 @@ def tiny_documents(n: int = 16, seed: int = 0, text_only_every: int = 0) -> list
             docs.append({"id": doc_id, "spans": [{"text": text, "audio": None}]})
             continue
         spans = split_into_spans(text, seed=seed + i, speech_words=(3, 6), text_words=(4, 8))
-        docs.append({"id": doc_id, "spans": [
-            {"text": s["text"],
-             "audio": {"array": _word_tone(s["text"]), "sampling_rate": SAMPLING_RATE} if s["kind"] == "speech" else None}
-            for s in spans]})
+        docs.append({"id": doc_id, "spans": [{"text": s["text"], "audio": _tone_audio(s)} for s in spans]})
     return docs

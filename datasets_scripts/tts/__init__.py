@@ -1,4 +1,4 @@
-"""TTS backends behind one interface: `get_backend(name).synthesize(text, voice=None) -> (float32 mono, 16000)`.
+"""TTS backends behind one interface: `get_backend(name).synthesize(text, voice=None) -> (float32 mono, SAMPLING_RATE)`.
 
 Backends: piper (ONNX voices via onnxruntime; default en_US-joe-medium), espeak-ng (default en-us; variants
 "en-us+f3"), flite (default slt), festival (default kal_diphone), kokoro (user-supplied weights). A voice spec is

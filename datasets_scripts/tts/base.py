@@ -20,7 +20,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-TARGET_SAMPLING_RATE = 16000
+from modeling_salad import SAMPLING_RATE as TARGET_SAMPLING_RATE
 # Engines handle a few sentences at a time well; longer inputs are split (Piper/Kokoro degrade past ~500 phonemes).
 MAX_CHUNK_CHARS = 300
 PAUSE_BETWEEN_CHUNKS_S = 0.12
@@ -164,7 +164,7 @@ class TTSBackend(ABC):
 
     def synthesize(self, text: str, voice: str | None = None, *, speed: float = 1.0,
                    pitch: float = 0.0) -> tuple[np.ndarray, int]:
-        """Speak `text`; return (float32 mono array, 16000).
+        """Speak `text`; return (float32 mono array, TARGET_SAMPLING_RATE).
 
         speed: tempo factor (1.0 = the voice's normal rate, 1.2 = 20 % faster); pitch: shift in semitones.
         Raises UnspeakableTextError for text that cannot be spoken, ValueError for an unknown voice or bad

@@ -86,7 +86,7 @@ class VoicePool:
         return round(speed, 4), round(pitch, 3)
 
     def synthesize(self, row_id, text: str) -> tuple[np.ndarray, int, str, str]:
-        """Speak `text` with the row's voice; return (audio 16 kHz, 16000, backend name, voice)."""
+        """Speak `text` with the row's voice; return (audio, SAMPLING_RATE (16 kHz), backend name, voice)."""
         backend_name, voice = self.pick(row_id)
         backend = get_backend(backend_name)
         voice = backend.resolve_voice(voice)
