@@ -7,7 +7,7 @@ different encoder, or the same encoder with another padding mode, never reads st
 
 The encoder is identified by a sha256 of its weights rather than by config + revision: a revision is unknown for
 a local or freshly built tower (and identical for two towers that differ only in their weights), while hashing
-runs once per model object (about 1 s per GB of weights on CPU, memoized; see `benchmarks/RESULTS.md`).
+runs once per model object (0.3 GB/s on a busy 2-core CPU, then memoized; `benchmarks/RESULTS.md`).
 
 Entries live in memory, on disk as `<key>.npz` (float32 states `[chunks, frames, width]` and a bool mask, cut to
 the longest real length), or both.
