@@ -1,1 +1,1 @@
-"""Synthetic speech data: span splitter, TTS backends, salad-synth, spoken benchmarks, active selection, cards, publishing."""
+"""Synthetic speech data: TTS backends, salad-synth, spoken benchmarks, active selection, cards, publishing."""
