@@ -7,12 +7,26 @@ not overwrite each other's partial files; the final `os.replace` is atomic on PO
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process umask, read once (by setting it and restoring it at once: there is no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _as_if_created(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give a `tempfile` file (0600) or folder (0700) the mode `open` / `mkdir` would have given it."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
 @contextlib.contextmanager
@@ -29,6 +43,7 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
     try:
         with handle:
             yield handle
+        _as_if_created(handle.name)
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
@@ -77,6 +92,7 @@ def staging_dir(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
+    _as_if_created(staging, directory=True)
     try:
         yield staging
     except BaseException:

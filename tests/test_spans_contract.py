@@ -137,6 +137,18 @@ def test_a_trained_encoder_is_not_cached():
         EncoderStatesCache.for_model(model, processor)
 
 
+def test_atomic_writes_get_the_mode_a_plain_write_gets(tmp_path):
+    from spans import atomic_write_text, staging_dir
+
+    (tmp_path / "plain.txt").write_text("x")
+    (tmp_path / "plain").mkdir()
+    atomic_write_text(tmp_path / "atomic.txt", "x")
+    with staging_dir(tmp_path / "staged") as staging:
+        (staging / "f").write_text("x")
+    mode = lambda name: (tmp_path / name).stat().st_mode & 0o777
+    assert mode("atomic.txt") == mode("plain.txt") and mode("staged") == mode("plain")
+
+
 # ------------------------------------------------------------------------------------------- audio-token count
 def test_audio_token_count_is_the_processors_count_and_matches_the_features():
     _, processor = make_tiny_salad(audio_padding="window")
