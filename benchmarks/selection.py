@@ -17,7 +17,7 @@ import torch
 
 
 def bench_kmeans(n: int, dim: int, k: int, iters: int, device: str | None) -> dict:
-    from datasets_scripts.active_selection import fit_balanced_kmeans
+    from selection.active_selection import fit_balanced_kmeans
 
     x = torch.nn.functional.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(0)), dim=1)
     start = time.perf_counter()
@@ -53,7 +53,7 @@ def main(argv=None):
     if args.command == "kmeans":
         print(json.dumps(bench_kmeans(args.n, args.dim, args.k, args.iters, args.device)))
         return
-    from datasets_scripts.select_cli import main as select_main
+    from selection.cli import main as select_main
 
     code = select_main(["--output_dir", args.output, "--budget_texts", str(args.budget_texts),
                         "--num_clusters", str(args.num_clusters), "--tts", args.tts,

@@ -343,7 +343,7 @@ class DemoPipeline:
     def broad_pool(self) -> Path:
         """The packaged broad pool (BIG-bench + evals, eval and narrative tasks excluded), built once per machine
         into the corpora cache and subsampled per domain for this preset into OUT/data/pool.jsonl."""
-        from datasets_scripts.text_pool import POOL_VERSION, PoolConfig, build_text_pool, load_pool, save_pool
+        from selection.text_pool import POOL_VERSION, PoolConfig, build_text_pool, load_pool, save_pool
 
         from datasets_scripts.cache import cache_root
         from datasets_scripts.corpora import bigbench_archive, evals_wheel
@@ -371,7 +371,7 @@ class DemoPipeline:
         return save_pool(picked, target)
 
     def _select(self, name: str, gamma: float) -> dict:
-        from datasets_scripts.select_cli import SelectConfig, run_selection
+        from selection.cli import SelectConfig, run_selection
 
         from datasets_scripts.cache import cache_root as corpora_cache_root
 

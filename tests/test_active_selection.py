@@ -1,10 +1,10 @@
-"""Balanced k-means, the selection target and sampling, and M(c) per cluster (datasets_scripts.active_selection)."""
+"""Balanced k-means, the selection target and sampling, and M(c) per cluster (selection.active_selection)."""
 
 import numpy as np
 import pytest
 import torch
 
-from datasets_scripts.active_selection import (allocate_counts, assign_to_centroids, balanced_kmeans,
+from selection.active_selection import (allocate_counts, assign_to_centroids, balanced_kmeans,
                                                fit_balanced_kmeans, probe_texts_by_cluster, sample_within_clusters,
                                                score_clusters, target_distribution)
 

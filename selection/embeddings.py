@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import uuid
@@ -26,6 +27,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
+
+from spans.files import atomic_write_bytes
 
 __all__ = ["resolve_embedding_model", "EmbeddingCache", "TextEmbedder", "embed_texts", "MODEL_ALIASES"]
 
@@ -149,10 +152,9 @@ class EmbeddingCache:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         stem = self.folder / f"shard-{uuid.uuid4().hex}"
         for suffix, arr in ((".vecs.npy", vectors), (".keys.npy", keys_arr)):  # keys last: they mark completeness
-            tmp = Path(str(stem) + suffix + ".tmp")
-            with open(tmp, "wb") as fh:
-                np.save(fh, arr)
-            os.replace(tmp, Path(str(stem) + suffix))
+            buffer = io.BytesIO()
+            np.save(buffer, arr)
+            atomic_write_bytes(Path(str(stem) + suffix), buffer.getvalue())
         self._add_shard(keys_arr, vectors)
 
 

@@ -1,7 +1,7 @@
 """Stage II active selection (paper §3.3): balanced k-means, misalignment-driven target, sampling within clusters.
 
 The pipeline around these functions (embedding, TTS probes, the dataset writer) lives in
-:mod:`datasets_scripts.select_cli`; everything here is pure computation on tensors and lists so it can be tested
+:mod:`selection.cli`; everything here is pure computation on tensors and lists so it can be tested
 without models.
 
 Balanced k-means algorithm (``fit_balanced_kmeans``)

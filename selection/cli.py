@@ -155,9 +155,9 @@ def _load_pool(cfg: SelectConfig, state: Path) -> list[dict]:
 def _synthesize_probes(cfg, pool, probes, transcriber):
     """Probe documents: spans with the first spoken, so every document has text to distill after speech.
     Speech spans go through salad-synth's `synthesize_rows` (utterance mode, one row per span)."""
-    from .spans import SPEECH, split_into_spans
-    from .synth import synthesize_rows
-    from .tts import stable_hash
+    from datasets_scripts.spans import SPEECH, split_into_spans
+    from datasets_scripts.synth import synthesize_rows
+    from datasets_scripts.tts import stable_hash
 
     span_rows, speech_rows, cluster_of_doc = [], [], {}
     for c, docs in probes.items():
@@ -198,7 +198,7 @@ def run_selection(cfg: SelectConfig, model=None, processor=None, pool_voices=Non
     notebooks); otherwise they are built from the config.
     """
     from .embeddings import TextEmbedder
-    from .tts import VoicePool
+    from datasets_scripts.tts import VoicePool
 
     out = Path(cfg.output_dir)
     state, report_dir = out / "cache", out / "report"
@@ -246,7 +246,7 @@ def run_selection(cfg: SelectConfig, model=None, processor=None, pool_voices=Non
     else:
         t = time.perf_counter()
         if transcriber is None and cfg.max_cer is not None:
-            from .asr_check import WhisperTranscriber
+            from datasets_scripts.asr_check import WhisperTranscriber
 
             transcriber = WhisperTranscriber(cfg.cer_model, device=device)
         span_rows, cluster_of_doc, synth_result = _synthesize_probes(cfg, voices, probes, transcriber)
@@ -301,7 +301,7 @@ def run_selection(cfg: SelectConfig, model=None, processor=None, pool_voices=Non
     if cfg.synthesize and selection_rows:
         from datasets import Value
 
-        from .synth_writer import write_span_dataset
+        from datasets_scripts.synth_writer import write_span_dataset
 
         t = time.perf_counter()
         extra = {"cluster": Value("int32"), "misalignment": Value("float32"), "gamma": Value("float32"),
