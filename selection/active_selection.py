@@ -1,7 +1,7 @@
 """Stage II active selection (paper §3.3): balanced k-means, misalignment-driven target, sampling within clusters.
 
 The pipeline around these functions (embedding, TTS probes, the dataset writer) lives in
-:mod:`selection.cli`; everything here is pure computation on tensors and lists so it can be tested
+:mod:`selection.steps`; everything here is pure computation on tensors and lists so it can be tested
 without models.
 
 Balanced k-means algorithm (``fit_balanced_kmeans``)
@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
@@ -47,6 +47,8 @@ __all__ = [
     "target_distribution",
     "allocate_counts",
     "sample_within_clusters",
+    "MisalignmentScorer",
+    "score_clusters",
 ]
 
 
@@ -400,20 +402,22 @@ def cluster_cer(span_rows: Sequence[dict], cluster_of_doc: dict[str, int]) -> di
     return {c: float(np.mean(v)) for c, v in values.items()}
 
 
-def score_clusters(model, processor, documents_by_cluster: dict[int, list[dict]], batch_size: int = 4,
-                   max_length: int | None = 1024, progress: bool = True) -> dict[int, float]:
-    """M(c) per cluster with :func:`trainers.diagnostics.misalignment` (the M the trainer logs), every span with
-    audio heard (``speech_policy="all"``; the collator keeps the last span as text) so each probe measures the
-    speech context. Clusters without a probe document that has audio are left out."""
+class MisalignmentScorer(Protocol):
+    """What selection needs of a model: M (paper Eq. 2) on a list of span documents ``{"id", "spans"}``.
+    ``trainers.diagnostics.MisalignmentProbe`` is the implementation on a SALAD checkpoint."""
+
+    def misalignment(self, documents: Sequence[dict]) -> float: ...
+
+
+def score_clusters(scorer: MisalignmentScorer, documents_by_cluster: dict[int, list[dict]],
+                   progress: bool = True) -> dict[int, float]:
+    """M(c) per cluster from ``scorer`` on the cluster's probe documents; clusters without a probe document that
+    has audio are left out."""
     from tqdm.auto import tqdm
 
-    from trainers.collator import SpanDocumentCollator
-    from trainers.diagnostics import misalignment
-
-    collator = SpanDocumentCollator(processor, max_length=max_length, speech_policy="all", seed=0)
     scores: dict[int, float] = {}
     for c in tqdm(sorted(documents_by_cluster), desc="misalignment per cluster", disable=not progress):
         docs = [d for d in documents_by_cluster[c] if any(s.get("audio") is not None for s in d["spans"])]
         if docs:
-            scores[c] = float(misalignment(model, processor, docs, collator=collator, batch_size=batch_size))
+            scores[c] = float(scorer.misalignment(docs))
     return scores
