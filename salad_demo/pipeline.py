@@ -46,7 +46,7 @@ STAGE_OUTPUTS = {
     "stage1_data": ["data/stage1", "data/stage1_documents.jsonl", "data/replay.jsonl"],
     "eval_init": ["eval/salad-init"], "eval_reference": ["eval/reference-init", "reference-init"],
     "stage1": ["stage1"], "eval_stage1": ["eval/stage1"],
-    "select_active": ["stage2/select-active"], "select_uniform": ["stage2/select-uniform"],
+    "select_active": ["stage2/select-active", "stage2/cache"], "select_uniform": ["stage2/select-uniform"],
     "stage2_active": ["stage2-active"], "stage2_uniform": ["stage2-uniform"],
     "eval_stage2_active": ["eval/stage2-active"], "eval_stage2_uniform": ["eval/stage2-uniform"],
     "export": ["salad-demo", "salad-synth-demo"], "report": ["REPORT.md", "results.json", "plots"],
@@ -210,7 +210,7 @@ class DemoPipeline:
                 "voices": {"seen": p.seen_voice, "unseen": p.unseen_voice}}
 
     def stage_stage1_data(self) -> dict:
-        from datasets_scripts.synth_writer import write_span_dataset
+        from datasets_scripts.synth_writer import SynthConfig, completed_summary, write_span_dataset
 
         p = self.preset
         speech_docs, replay_docs = narrative_documents(p.stage1_documents, p.replay_documents, p.document_words,
@@ -218,16 +218,13 @@ class DemoPipeline:
         write_jsonl(speech_docs, self.data / "stage1_documents.jsonl")
         write_jsonl([{"id": d["id"], "text": d["text"], "source": d["source"]} for d in replay_docs],
                     self.data / "replay.jsonl")
-        folder = self.data / "stage1"
-        summary = None
-        if not (folder / ".salad-synth" / "shard-00000-of-00001" / "done.json").is_file():
-            summary = write_span_dataset(
-                speech_docs, folder, self.voice_pool(), mode="spans", seed=p.seed, source="narrative",
-                chunk_size=64, card_context={"description": "SALAD demo Stage I: narrow-domain narrative text "
-                                                            "(fables, minute mysteries, cosmosqa passages) as "
-                                                            "interleaved speech/text span documents.",
-                                             "sources": [{"name": f"BIG-bench {t}", "license": "apache-2.0"}
-                                                         for t in NARRATIVE_TASKS]})
+        folder, voices = self.data / "stage1", self.voice_pool()
+        config = SynthConfig(mode="spans", seed=p.seed, source="narrative", chunk_size=64, card_context={
+            "description": "SALAD demo Stage I: narrow-domain narrative text (fables, minute mysteries, cosmosqa "
+                           "passages) as interleaved speech/text span documents.",
+            "sources": [{"name": f"BIG-bench {t}", "license": "apache-2.0"} for t in NARRATIVE_TASKS]})
+        summary = (completed_summary(speech_docs, folder, voices, config)
+                   or write_span_dataset(speech_docs, folder, voices, config))
         return {"dataset": str(folder), "replay": str(self.data / "replay.jsonl"),
                 "documents": len(speech_docs), "replay_documents": len(replay_docs),
                 "sources": sorted({d["source"] for d in speech_docs}), "synthesis": summary}
@@ -343,10 +340,9 @@ class DemoPipeline:
     def broad_pool(self) -> Path:
         """The packaged broad pool (BIG-bench + evals, eval and narrative tasks excluded), built once per machine
         into the corpora cache and subsampled per domain for this preset into OUT/data/pool.jsonl."""
-        from selection.text_pool import POOL_VERSION, PoolConfig, build_text_pool, load_pool, save_pool
-
         from datasets_scripts.cache import cache_root
         from datasets_scripts.corpora import bigbench_archive, evals_wheel
+        from selection.text_pool import POOL_VERSION, PoolConfig, build_text_pool, load_pool, save_pool
 
         target = self.data / "pool.jsonl"
         if target.is_file():
@@ -371,26 +367,20 @@ class DemoPipeline:
         return save_pool(picked, target)
 
     def _select(self, name: str, gamma: float) -> dict:
-        from selection.cli import SelectConfig, run_selection
-
-        from datasets_scripts.cache import cache_root as corpora_cache_root
+        from datasets_scripts.cache import cache_root
+        from selection.config import SelectConfig
+        from selection.steps import run_selection
 
         p = self.preset
         output = self.out / "stage2" / name
-        active = self.out / "stage2" / "select-active"
-        if gamma != p.gamma and (active / "cache").is_dir() and not (output / "cache").exists():
-            shutil.copytree(active / "cache", output / "cache")  # same probes, same model: reuse M(c) and CER
+        # one step cache for both selections: they differ only in gamma, so they share pool, clusters and M(c)
         cfg = SelectConfig(output_dir=str(output), pool=str(self.broad_pool()), checkpoint=self.result("stage1")["output_dir"],
                            num_clusters=p.num_clusters, gamma=gamma, budget_texts=p.selection_budget_texts,
                            tts=p.training_voices, probe_size=p.selection_probe_size, max_cer=p.selection_max_cer,
-                           cer_model=self.assets["whisper"], seed=p.seed,
-                           embedding_cache_dir=str(corpora_cache_root() / "embeddings"))
-        dataset = output / "dataset"
-        if (dataset / ".salad-synth" / "shard-00000-of-00001" / "done.json").is_file():
-            report = json.loads((output / "report" / "report.json").read_text())
-        else:
-            report = run_selection(cfg)
-        return {"output_dir": str(output), "dataset": str(dataset), "gamma": gamma,
+                           cer_model=self.assets["whisper"], seed=p.seed, cache_dir=str(self.out / "stage2" / "cache"),
+                           embedding_cache_dir=str(cache_root() / "embeddings"))
+        report = run_selection(cfg)
+        return {"output_dir": str(output), "dataset": str(output / "dataset"), "gamma": gamma,
                 "selected_texts": report["selected_texts"], "pool_size": report["pool_size"],
                 "clusters": [{k: c[k] for k in ("cluster", "size", "misalignment", "cer", "dropped", "target_prob",
                                                 "selected", "top_domains")} for c in report["clusters"]],

@@ -188,6 +188,11 @@ class TextEmbedder:
         self._model = None
         self._tokenizer = None
 
+    @property
+    def fingerprint(self) -> str:
+        """Everything that determines a text's vector: model, its weights' files, pooling, length, prefix."""
+        return self._salt
+
     def _default_max_length(self) -> int:
         cfg = Path(self.load_from) / "sentence_bert_config.json"
         if cfg.is_file():
