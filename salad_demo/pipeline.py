@@ -34,7 +34,9 @@ from pathlib import Path
 
 from .demo_data import (eval_items, narrative_documents, pool_exclusions, read_jsonl, write_jsonl)
 from .presets import NARRATIVE_TASKS, PRESETS, RECIPE_NOTES, get_preset
-from .stages import StageRunner, atomic_write_text
+from spans.files import atomic_write_text, staging_dir
+
+from .stages import StageRunner
 
 STAGES = ("assets", "salad_init", "first_look", "eval_sets", "stage1_data", "features", "eval_init", "eval_reference",
           "stage1",
@@ -166,12 +168,9 @@ class DemoPipeline:
 
         model, processor = build_salad(self.assets["llm"], self.assets["whisper"], **self.preset.recipe)
         target = self.out / "salad-init"
-        staging = self.out / ".salad-init.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        model.save_pretrained(staging)
-        processor.save_pretrained(staging)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)
+        with staging_dir(target) as staging:
+            model.save_pretrained(staging)
+            processor.save_pretrained(staging)
         return {"path": str(target), "recipe": self.preset.recipe, "parameters": parameter_counts(model),
                 "trainable_adapter_parameters": sum(p.numel() for p in model.multi_modal_projector.parameters())}
 
@@ -275,55 +274,54 @@ class DemoPipeline:
         target = self.out / "reference-init"
         if not (target / "config.json").is_file():
             model, processor = build_salad(self.assets["llm"], self.assets["whisper"], **RECIPE_MLP)
-            model.save_pretrained(target)
-            processor.save_pretrained(target)
+            with staging_dir(target) as staging:
+                model.save_pretrained(staging)
+                processor.save_pretrained(staging)
             del model
         return {**self._evaluate(target), "recipe": RECIPE_MLP}
 
     # ------------------------------------------------------------------------------------------ training
+    def _train_args(self, output_dir: Path, decay_fraction: float, steps: int, trainable: str,
+                    llm_learning_rate: float | None, adapter_learning_rate: float):
+        from trainers.config import DistillationConfig
+
+        p = self.preset
+        # the teacher follows `trainable` (the shared frozen LLM, or the LLM with LoRA off) unless the LLM itself
+        # trains: then it is always the base text LLM, since Stage II starts from a checkpoint whose LLM has
+        # trained and a frozen copy of *that* LLM would let the teacher drift from the text model the paper distils
+        teacher = str(self.assets["llm"]) if trainable in ("adapter+llm", "llm") else None
+        return DistillationConfig(
+            output_dir=str(output_dir), trainable=trainable, teacher_model_name_or_path=teacher,
+            text_replay_ratio=1 / 3, alpha=1.0, beta=0.0, learning_rate=llm_learning_rate or adapter_learning_rate,
+            adapter_learning_rate=adapter_learning_rate, lr_scheduler_type="warmup_stable_decay",
+            warmup_steps=p.warmup_steps, decay_fraction=decay_fraction, max_steps=steps,
+            per_device_train_batch_size=p.batch_size, gradient_accumulation_steps=1, max_length=p.max_length,
+            logging_steps=p.logging_steps, save_strategy="no", report_to="none",
+            diagnostics_steps=p.diagnostics_steps, probe_size=p.probe_size, kd_chunk_size=256, seed=p.seed,
+            dataloader_num_workers=0, bf16=False, weight_decay=0.0, disable_tqdm=False,
+            # span datasets already alternate speech and text spans (text spans carry no audio): hear every clip
+            speech_policy="all")
+
     def _train(self, name: str, model_path, span_datasets: list[str], decay_fraction: float, steps: int,
                trainable: str | None = None, llm_learning_rate: float | None = None,
                adapter_learning_rate: float | None = None) -> dict:
-        import yaml
-
-        from trainers.train import main as train_main
+        from trainers.config import DataArguments, ModelArguments
+        from trainers.train import train
 
         p = self.preset
-        trainable = trainable or p.trainable
-        adapter_learning_rate = adapter_learning_rate or p.learning_rate
-        llm_learning_rate = llm_learning_rate or p.llm_learning_rate
         output_dir = self.out / name
-        feature_cache = str(self.encoder_cache_dir(self.init_config()))
-        config = {
-            "model_name_or_path": str(model_path), "span_datasets": [str(s) for s in span_datasets],
-            "replay_dataset": self.result("stage1_data")["replay"], "text_replay_ratio": 1 / 3,
-            # the teacher follows `trainable` (the shared frozen LLM, or the LLM with LoRA off); set below when the
-            # LLM itself trains
-            "feature_cache_dir": feature_cache, "output_dir": str(output_dir), "trainable": trainable,
-            "alpha": 1.0, "beta": 0.0, "learning_rate": llm_learning_rate or adapter_learning_rate,
-            "adapter_learning_rate": adapter_learning_rate, "lr_scheduler_type": "warmup_stable_decay",
-            "warmup_steps": p.warmup_steps, "decay_fraction": decay_fraction, "max_steps": steps,
-            "per_device_train_batch_size": p.batch_size, "gradient_accumulation_steps": 1,
-            "max_length": p.max_length, "logging_steps": p.logging_steps, "save_strategy": "no",
-            "report_to": "none", "diagnostics_steps": p.diagnostics_steps, "probe_size": p.probe_size,
-            "kd_chunk_size": 256, "seed": p.seed, "dataloader_num_workers": 0, "bf16": False,
-            "gradient_checkpointing": False, "weight_decay": 0.0, "disable_tqdm": False,
-            # span datasets already alternate speech and text spans (text spans carry no audio): hear every clip
-            "speech_policy": "all",
-        }
-        if trainable in ("adapter+llm", "llm"):
-            # The teacher is always the base text LLM: Stage II starts from a checkpoint whose LLM has trained, so
-            # a frozen copy of *that* LLM would let the teacher drift from the text model the paper distils.
-            config["teacher"] = str(self.assets["llm"])
-        config_path = output_dir / "train.yaml"
-        atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))
-        trainer = train_main([str(config_path)])
+        args = self._train_args(output_dir, decay_fraction, steps, trainable or p.trainable,
+                                llm_learning_rate or p.llm_learning_rate, adapter_learning_rate or p.learning_rate)
+        data_args = DataArguments(span_datasets=[str(s) for s in span_datasets],
+                                  replay_dataset=self.result("stage1_data")["replay"],
+                                  feature_cache_dir=str(self.encoder_cache_dir(self.init_config())))
+        trainer = train(args, ModelArguments(model_name_or_path=str(model_path)), data_args)
         history = list(trainer.state.log_history)
+        del trainer
         atomic_write_text(output_dir / "log_history.json", json.dumps(history, indent=1))
         losses = [h["kd_loss"] for h in history if "kd_loss" in h]
         pre_decay = output_dir / "checkpoint-pre-decay"
-        del trainer
-        return {"output_dir": str(output_dir), "config": str(config_path), "steps": steps,
+        return {"output_dir": str(output_dir), "steps": steps, "teacher": args.teacher,
                 "pre_decay": str(pre_decay) if (pre_decay / "config.json").is_file() else None,
                 "first_kd_loss": losses[0] if losses else None, "last_kd_loss": losses[-1] if losses else None,
                 "log_history": str(output_dir / "log_history.json")}
@@ -432,11 +430,8 @@ class DemoPipeline:
                          RECIPE_NOTES.get(self.preset.recipe.get("adapter_type", "mlp"), "")])
         dataset_src = Path(self.result("select_active")["dataset"])
         dataset_dir = self.out / "salad-synth-demo"
-        staging = self.out / ".salad-synth-demo.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(dataset_src, staging, ignore=shutil.ignore_patterns(".salad-synth"))
-        shutil.rmtree(dataset_dir, ignore_errors=True)
-        os.replace(staging, dataset_dir)
+        with staging_dir(dataset_dir) as staging:
+            shutil.copytree(dataset_src, staging, ignore=shutil.ignore_patterns(".salad-synth"), dirs_exist_ok=True)
         return {"best_stage2": best, "model": str(model_dir), "dataset": str(dataset_dir),
                 "publish": [f"salad-publish {model_dir} ORG/salad-demo --repo-type model",
                             f"salad-publish {dataset_dir} ORG/salad-synth-demo --repo-type dataset"]}

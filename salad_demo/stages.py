@@ -15,12 +15,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from spans.files import atomic_write_text
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+__all__ = ["StageRunner", "peak_rss_gib", "atomic_write_text"]
 
 
 def peak_rss_gib() -> float:

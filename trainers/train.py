@@ -18,6 +18,8 @@ if __package__ in (None, ""):  # run as a script: make `trainers` importable fro
 
 from trainers.config import DataArguments, DistillationConfig, ModelArguments  # noqa: E402
 
+__all__ = ["train", "parse_train_args", "build_model_and_processor", "main"]
+
 
 def build_model_and_processor(model_args: ModelArguments, seed: int = 0):
     """A SALAD checkpoint, a new model from a text LLM + speech encoder, or a tiny random one."""
@@ -54,33 +56,36 @@ def _normalize_argv(argv: list[str]) -> list[str]:
     return argv
 
 
-def main(argv: list[str] | None = None):
+def parse_train_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, DistillationConfig]:
+    """A YAML config (positional or --config) plus `--field value` overrides -> the three argument dataclasses."""
     from trl import TrlParser
 
+    parser = TrlParser((ModelArguments, DataArguments, DistillationConfig))
+    return parser.parse_args_and_config(args=_normalize_argv(list(sys.argv[1:] if argv is None else argv)))
+
+
+def _probe_documents(args: DistillationConfig, train_dataset) -> list[dict] | None:
+    if not args.diagnostics_steps:
+        return None
+    return [doc for _, doc in zip(range(args.probe_size), iter(train_dataset))]
+
+
+def train(args: DistillationConfig, model_args: ModelArguments, data_args: DataArguments):
+    """Build the model and the data from the arguments, train, save into `args.output_dir` (and push when asked).
+    Returns the `DistillationTrainer` (its `state.log_history` holds the logged losses and diagnostics)."""
+    from trainers.collator import SpanDocumentCollator
     from trainers.data import build_training_dataset, precompute_encoder_states
     from trainers.trainer import DistillationTrainer
 
-    parser = TrlParser((ModelArguments, DataArguments, DistillationConfig))
-    model_args, data_args, args = parser.parse_args_and_config(
-        args=_normalize_argv(list(sys.argv[1:] if argv is None else argv)))
     model, processor = build_model_and_processor(model_args, seed=args.seed)
     train_dataset = build_training_dataset(data_args, args.text_replay_ratio, seed=args.seed)
-
-    probe = None
-    if args.diagnostics_steps:
-        probe = [doc for _, doc in zip(range(args.probe_size), iter(train_dataset))]
-    collator_cache = None
-    if data_args.feature_cache_dir:
-        if not data_args.streaming:
-            precompute_encoder_states(model, processor, train_dataset, data_args.feature_cache_dir)
-        collator_cache = data_args.feature_cache_dir
-
-    from trainers.collator import SpanDocumentCollator
-
+    probe = _probe_documents(args, train_dataset)
+    if data_args.feature_cache_dir and not data_args.streaming:
+        precompute_encoder_states(model, processor, train_dataset, data_args.feature_cache_dir)
     collator = SpanDocumentCollator(processor, max_length=args.max_length, padding_side=args.padding_side,
                                     speech_policy=args.speech_policy, speech_probability=args.speech_probability,
                                     seed=args.seed, pad_to_multiple_of=args.pad_to_multiple_of,
-                                    encoder_cache=collator_cache)
+                                    encoder_cache=data_args.feature_cache_dir)
     trainer = DistillationTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=processor,
                                   data_collator=collator, probe_documents=probe)
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
@@ -90,5 +95,11 @@ def main(argv: list[str] | None = None):
     return trainer
 
 
+def main(argv: list[str] | None = None) -> int:
+    model_args, data_args, args = parse_train_args(argv)
+    train(args, model_args, data_args)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
