@@ -163,6 +163,53 @@ def _greedy_fill(embeddings, point_ids, capacity, centroids, centroid_sq, prices
     return first_counts
 
 
+def _balanced_assignment(embeddings, centroids, prices, batch_size, device):
+    """One exactly balanced assignment step -> (labels [N], margins of the priced argmin [N], first-round
+    proposal counts per cluster [k])."""
+    n, k = embeddings.shape[0], centroids.shape[0]
+    centroid_sq = (centroids**2).sum(1)
+    bests, margins = [], []
+    for start, end in _batches(n, batch_size):
+        chunk = embeddings[start:end].to(device, torch.float32)
+        b, _, m = _priced_top2(chunk, centroids, centroid_sq, prices)
+        bests.append(b)
+        margins.append(m)
+    best, margin = torch.cat(bests), torch.cat(margins)
+    labels = torch.full((n,), -1, dtype=torch.long, device=device)
+    capacity = torch.full((k,), n // k, dtype=torch.long, device=device)
+    first_counts = _greedy_fill(embeddings, torch.arange(n, device=device), capacity, centroids, centroid_sq, prices,
+                                batch_size, device, labels, first_proposals=(best, margin))
+    leftover = (labels < 0).nonzero().squeeze(1)
+    if leftover.numel():
+        _greedy_fill(embeddings, leftover, torch.ones(k, dtype=torch.long, device=device), centroids,
+                     centroid_sq, prices, batch_size, device, labels)
+    return labels, margin, first_counts
+
+
+def _price_step(prices, margin, first_counts, n: int, iteration: int):
+    """Auction step: raise the price of over-subscribed clusters, lower it for under-subscribed ones."""
+    k = prices.shape[0]
+    finite = margin[torch.isfinite(margin)]
+    scale = float(finite.median()) if finite.numel() else 0.0
+    excess = (first_counts.float() - n / k) / (n / k)
+    prices = prices + scale * excess.clamp(-1.0, 1.0) / math.sqrt(iteration + 1)
+    return prices - prices.mean()
+
+
+def _centroid_step(embeddings, labels, centroids, batch_size, device):
+    """New centroids (mean of each cluster's points) and the inertia against the old ones."""
+    n, k = embeddings.shape[0], centroids.shape[0]
+    sums = torch.zeros(k, embeddings.shape[1], device=device)
+    sq_total = 0.0
+    for start, end in _batches(n, batch_size):
+        chunk = embeddings[start:end].to(device, torch.float32)
+        lab = labels[start:end]
+        sums.index_add_(0, lab, chunk)
+        sq_total += float(((chunk - centroids[lab]) ** 2).sum())
+    sizes = torch.bincount(labels, minlength=k).clamp_min(1).float()
+    return sums / sizes[:, None], sq_total / n
+
+
 def fit_balanced_kmeans(embeddings: torch.Tensor, k: int, seed: int = 0, iters: int = 25, batch_size: int = 65536,
                         init_sample: int = 20000, tol: float = 1e-4, device: str | torch.device | None = None,
                         show_progress: bool = False) -> BalancedKMeansResult:
@@ -186,7 +233,6 @@ def fit_balanced_kmeans(embeddings: torch.Tensor, k: int, seed: int = 0, iters: 
     centroids = _kmeans_plus_plus(embeddings[sample_ids.to(embeddings.device)].to(device, torch.float32), k, generator)
     prices = torch.zeros(k, device=device)
     labels = torch.full((n,), -1, dtype=torch.long, device=device)
-    base = n // k
     iterator = range(iters)
     if show_progress:
         from tqdm.auto import tqdm
@@ -196,42 +242,12 @@ def fit_balanced_kmeans(embeddings: torch.Tensor, k: int, seed: int = 0, iters: 
     inertia = float("nan")
     for it in iterator:
         iterations = it + 1
-        centroid_sq = (centroids**2).sum(1)
-        bests, margins = [], []
-        for start, end in _batches(n, batch_size):
-            chunk = embeddings[start:end].to(device, torch.float32)
-            b, _, m = _priced_top2(chunk, centroids, centroid_sq, prices)
-            bests.append(b)
-            margins.append(m)
-        best, margin = torch.cat(bests), torch.cat(margins)
-        new_labels = torch.full_like(labels, -1)
-        capacity = torch.full((k,), base, dtype=torch.long, device=device)
-        all_ids = torch.arange(n, device=device)
-        first_counts = _greedy_fill(embeddings, all_ids, capacity, centroids, centroid_sq, prices, batch_size,
-                                    device, new_labels, first_proposals=(best, margin))
-        leftover = (new_labels < 0).nonzero().squeeze(1)
-        if leftover.numel():
-            _greedy_fill(embeddings, leftover, torch.ones(k, dtype=torch.long, device=device), centroids,
-                         centroid_sq, prices, batch_size, device, new_labels)
+        new_labels, best_margin, first_counts = _balanced_assignment(embeddings, centroids, prices, batch_size,
+                                                                     device)
         changed = int((new_labels != labels).sum())
         labels = new_labels
-        # auction step: raise the price of over-subscribed clusters, lower it for under-subscribed ones
-        finite = margin[torch.isfinite(margin)]
-        scale = float(finite.median()) if finite.numel() else 0.0
-        excess = (first_counts.float() - n / k) / (n / k)
-        prices = prices + scale * excess.clamp(-1.0, 1.0) / math.sqrt(it + 1)
-        prices = prices - prices.mean()
-        # centroid update + inertia
-        sums = torch.zeros(k, embeddings.shape[1], device=device)
-        sq_total = 0.0
-        for start, end in _batches(n, batch_size):
-            chunk = embeddings[start:end].to(device, torch.float32)
-            lab = labels[start:end]
-            sums.index_add_(0, lab, chunk)
-            sq_total += float(((chunk - centroids[lab]) ** 2).sum())
-        inertia = sq_total / n
-        sizes = torch.bincount(labels, minlength=k).clamp_min(1).float()
-        centroids = sums / sizes[:, None]
+        prices = _price_step(prices, best_margin, first_counts, n, it)
+        centroids, inertia = _centroid_step(embeddings, labels, centroids, batch_size, device)
         if changed <= tol * n:
             break
     return BalancedKMeansResult(labels=labels.cpu(), centroids=centroids.cpu(), inertia=inertia,
