@@ -73,11 +73,14 @@ def main(argv=None):
     from selection.cli import main as select_main
 
     checkpoint = args.checkpoint or untrained_checkpoint(f"{args.output}/untrained-salad")
+    from salad_demo.assets import prepare_assets
+
+    whisper = str(prepare_assets()["whisper"])
 
     code = select_main(["--output_dir", args.output, "--budget_texts", str(args.budget_texts),
                         "--num_clusters", str(args.num_clusters), "--tts", args.tts,
                         "--probe_size", str(args.probe_size), "--pool_max_per_domain", str(args.pool_max_per_domain),
-                        "--checkpoint", checkpoint, "--gamma", "5"])
+                        "--checkpoint", checkpoint, "--cer_model", whisper, "--gamma", "5"])
     if code:
         raise SystemExit(code)
     with open(f"{args.output}/report/report.json") as fh:

@@ -43,8 +43,8 @@ class SelectConfig:
     probe_min_words: int = field(default=25, metadata={"help": "words per probe document (texts concatenated)"})
     max_cer: float | None = field(default=0.5, metadata={"help": "drop clusters whose mean probe CER exceeds this "
                                                                 "(None: no ASR check)"})
-    cer_model: str | None = field(default=None, metadata={"help": "Whisper folder for the CER (None: embedded "
-                                                                 "tiny.en)"})
+    cer_model: str | None = field(default=None, metadata={"help": "Whisper folder (WhisperForConditionalGeneration) "
+                                                                 "for the probe CER; required when max_cer is set"})
     misalignment_batch_size: int = field(default=4, metadata={"help": "probe documents per forward pass"})
     synthesize: bool = field(default=True, metadata={"help": "synthesize the selected texts (else only select)"})
     num_proc: int = field(default=1, metadata={"help": "TTS worker processes"})

@@ -440,10 +440,11 @@ def run_selection(cfg: SelectConfig, scorer: MisalignmentScorer | None = None, p
     scorer: M of span documents (default: `trainers.diagnostics.MisalignmentProbe` on ``cfg.checkpoint``);
     processor: its tokenizer prices a token budget; pool_voices: a `VoicePool`; transcriber: ``.cer(clips, texts)``.
     """
-    if scorer is None:
+    if scorer is None or (cfg.budget_tokens is not None and processor is None):
         _check_checkpoint(cfg.checkpoint)
-    if cfg.budget_tokens is not None and processor is None:
-        _check_checkpoint(cfg.checkpoint)
+    if transcriber is None and cfg.max_cer is not None and cfg.cer_model is None:
+        raise ValueError("max_cer needs a speech recognizer for the probe CER: set `cer_model: FOLDER` (a Whisper "
+                         "checkpoint folder, --cer_model) or turn the check off with `max_cer: null`")
     run = SelectionRun(cfg, progress=progress, scorer=scorer, processor=processor, voices=pool_voices,
                        transcriber=transcriber)
     pool = step_pool(run)

@@ -95,6 +95,9 @@ def test_gamma_zero_follows_pool_and_config_validation(tmp_path, pool_file, tiny
                  "--output_dir", str(tmp_path / "x")]) == 2
     with pytest.raises(ValueError, match="--checkpoint FOLDER"):
         run_selection(SelectConfig(output_dir=str(tmp_path / "y"), pool=str(pool_file), budget_texts=3))
+    with pytest.raises(ValueError, match="cer_model: FOLDER"):
+        run_selection(SelectConfig(output_dir=str(tmp_path / "y"), pool=str(pool_file), budget_texts=3),
+                      scorer=CountingScorer())
     with pytest.raises(ValueError, match="not a model folder"):
         run_selection(SelectConfig(output_dir=str(tmp_path / "y"), pool=str(pool_file), budget_texts=3,
                                    checkpoint=str(tmp_path)))
@@ -184,3 +187,16 @@ def test_other_languages_are_recognized_and_english_is_kept():
     assert not looks_foreign("27 eggs divided by 9 eggs per hen per day is the number of days.")
     assert is_speakable("Which of the planets is the largest in the solar system?")
     assert not is_speakable("Le personnel est sympathique et la chambre est propre pour nous")
+
+
+def test_console_script_exit_codes(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "salad-select"
+    ok = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "--checkpoint" in ok.stdout
+    bad = subprocess.run([str(script), "--budget_texts", "3", "--pool", str(tmp_path / "missing.jsonl"),
+                          "--output_dir", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--checkpoint FOLDER" in bad.stderr
