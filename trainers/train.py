@@ -3,6 +3,11 @@
     accelerate launch trainers/train.py trainers/configs/stage1_3b.yaml [--any_field value ...]
     accelerate launch trainers/train.py --config trainers/configs/tiny.yaml --max_steps 3
     salad-train trainers/configs/tiny.yaml
+
+From Python, the same run without a YAML file:
+
+    from trainers.train import train
+    trainer = train(DistillationConfig(output_dir="runs/x", ...), ModelArguments(...), DataArguments(...))
 """
 
 from __future__ import annotations
