@@ -60,7 +60,7 @@ def run_ours(args) -> dict:
             for r in _text_rows(args.batch * args.steps, args.repeat)]
     dataset = datasets.Dataset.from_list(rows)
     config = DistillationConfig(output_dir="/tmp/bench-ours", max_steps=args.steps, per_device_train_batch_size=args.batch,
-                                learning_rate=1e-4, trainable="adapter+llm", teacher="frozen_copy", beta=0.0,
+                                learning_rate=1e-4, trainable="adapter+llm", teacher_mode="frozen_copy", beta=0.0,
                                 kd_chunk_size=args.chunk, logging_steps=1, save_strategy="no", report_to="none",
                                 use_cpu=args.device == "cpu", bf16=False, max_length=None, disable_tqdm=True,
                                 lr_scheduler_type="constant", seed=0)

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluation.api import Benchmark, EvalCache, evaluate_model  # noqa: E402
+from evaluation.api import Benchmark, EvalCache, EvalConfig, evaluate_model  # noqa: E402
 from evaluation.audio import SpokenQuestions  # noqa: E402
 from evaluation.benchmark_sources import load_benchmark  # noqa: E402
 
@@ -62,6 +62,9 @@ def main(argv=None) -> int:
     items = [item for item in bench.items if item not in pool][: args.num_items]
     benchmark = Benchmark(bench.name, items, pool)
     common = dict(num_fewshot=args.num_fewshot, num_resamples=1, progress=False)
+
+    def config(modes, share):
+        return EvalConfig(modes=modes, share_prefix=share, **common)
     rows = {}
 
     def per_100(seconds):
@@ -70,7 +73,7 @@ def main(argv=None) -> int:
     if "text" in modes:
         for share in (True, False):
             result, seconds = timed(lambda: evaluate_model(
-                None, None, base, tokenizer, benchmark, "text", share_prefix=share, **common))
+                None, None, base, tokenizer, benchmark, config("text", share)))
             rows[f"text (base LLM), {'shared prefix' if share else 'per-choice recomputation'}"] = per_100(seconds)
             acc = result["benchmarks"][bench.name]["base_text_acc"]
         rows["text speed-up of shared prefix"] = (
@@ -90,8 +93,7 @@ def main(argv=None) -> int:
         rows["speech: frozen encoder (once; cached across checkpoints)"] = per_100(seconds)
         for share in (True, False):
             _, seconds = timed(lambda: evaluate_model(
-                model, processor, None, None, benchmark, "speech", spoken=spoken, cache=cache, share_prefix=share,
-                **common))
+                model, processor, None, None, benchmark, config("speech", share), spoken=spoken, cache=cache))
             rows[f"speech (SALAD), {'shared prefix' if share else 'per-choice recomputation'}"] = per_100(seconds)
         rows["speech speed-up of shared prefix"] = (
             rows["speech (SALAD), per-choice recomputation"] / rows["speech (SALAD), shared prefix"]
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
 
         asr = WhisperASR.from_pretrained(args.whisper)
         _, seconds = timed(lambda: evaluate_model(
-            None, None, base, tokenizer, benchmark, "cascade", spoken=spoken, asr=asr, **common))
+            None, None, base, tokenizer, benchmark, config("cascade", True), spoken=spoken, asr=asr))
         rows["cascade (Whisper ASR + base LLM text scoring)"] = per_100(seconds)
 
     print(f"{bench.name}: {len(items)} items, up to {args.num_fewshot} shots, {torch.get_num_threads()} threads")

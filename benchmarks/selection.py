@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/selection.py kmeans --n 100000 --dim 384 --k 16
     .venv/bin/python benchmarks/selection.py run --output runs/select-bench [--budget-texts 200 ...]
 
-`run` writes <output>/report/report.json whose `timings_seconds` holds pool, embed, kmeans, probe_tts,
-misalignment, select and synthesize; it prints them as a markdown table row for benchmarks/RESULTS.md.
+`run` writes <output>/report/report.json whose `timings_seconds` holds the seconds of each step (pool, embed,
+cluster, probe, score, target, sample, synthesize); it prints them for benchmarks/RESULTS.md. Without
+--checkpoint it scores with an untrained SALAD model built from the demo's embedded parts (`salad-assets`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 
 def bench_kmeans(n: int, dim: int, k: int, iters: int, device: str | None) -> dict:
-    from datasets_scripts.active_selection import fit_balanced_kmeans
+    from selection.active_selection import fit_balanced_kmeans
 
     x = torch.nn.functional.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(0)), dim=1)
     start = time.perf_counter()
@@ -30,6 +31,21 @@ def bench_kmeans(n: int, dim: int, k: int, iters: int, device: str | None) -> di
             "seconds_per_iteration": round(seconds / result.iterations, 3),
             "size_min": int(sizes.min()), "size_max": int(sizes.max()),
             "device": str(device or ("cuda" if torch.cuda.is_available() else "cpu"))}
+
+
+def untrained_checkpoint(folder: str) -> str:
+    """An untrained SALAD model from the embedded demo parts, saved once into `folder`."""
+    from pathlib import Path
+
+    if not (Path(folder) / "config.json").is_file():
+        from modeling_salad import build_salad
+        from salad_demo.assets import prepare_assets
+
+        assets = prepare_assets()
+        model, processor = build_salad(str(assets["llm"]), str(assets["whisper"]))
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+    return folder
 
 
 def main(argv=None):
@@ -48,17 +64,23 @@ def main(argv=None):
     run.add_argument("--tts", default="piper,flite:slt")
     run.add_argument("--probe-size", type=int, default=2)
     run.add_argument("--pool-max-per-domain", type=int, default=20)
-    run.add_argument("--checkpoint", default="untrained-demo")
+    run.add_argument("--checkpoint", default=None, help="SALAD checkpoint folder (default: an untrained one "
+                     "from the embedded SmolLM2 + Whisper tiny.en, saved under <output>/untrained-salad)")
     args = parser.parse_args(argv)
     if args.command == "kmeans":
         print(json.dumps(bench_kmeans(args.n, args.dim, args.k, args.iters, args.device)))
         return
-    from datasets_scripts.select_cli import main as select_main
+    from selection.cli import main as select_main
+
+    checkpoint = args.checkpoint or untrained_checkpoint(f"{args.output}/untrained-salad")
+    from salad_demo.assets import prepare_assets
+
+    whisper = str(prepare_assets()["whisper"])
 
     code = select_main(["--output_dir", args.output, "--budget_texts", str(args.budget_texts),
                         "--num_clusters", str(args.num_clusters), "--tts", args.tts,
                         "--probe_size", str(args.probe_size), "--pool_max_per_domain", str(args.pool_max_per_domain),
-                        "--checkpoint", args.checkpoint, "--gamma", "5"])
+                        "--checkpoint", checkpoint, "--cer_model", whisper, "--gamma", "5"])
     if code:
         raise SystemExit(code)
     with open(f"{args.output}/report/report.json") as fh:

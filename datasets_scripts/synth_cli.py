@@ -95,6 +95,42 @@ def format_summary(summary: dict) -> str:
             f"rows skipped: {skipped}" + (f"; mean CER {totals['mean_cer']}" if totals["mean_cer"] is not None else ""))
 
 
+def _input_rows(args) -> tuple[list[dict], str]:
+    if args.benchmark:
+        from .benchmarks import load_mc_items
+
+        rows, mode = load_mc_items(args.input, split=args.split, limit=args.limit), "benchmark"
+    else:
+        rows = read_text_rows(args.input, text_column=args.text_column, id_column=args.id_column,
+                              split=args.split or "train", limit=args.limit)
+        mode = "spans" if args.spans else "utterance"
+    if not rows:
+        raise ValueError(f"No input rows in {args.input!r}")
+    return rows, mode
+
+
+def _transcriber(cer_check: str | None):
+    """(transcriber, the CER model's name for the card) for --cer-check; (None, None) without it."""
+    if cer_check is None:
+        return None, None
+    from .asr_check import WhisperTranscriber
+
+    return WhisperTranscriber(cer_check), cer_check
+
+
+def synth_config(args, mode: str, cer_model: str | None):
+    """The flags -> a `SynthConfig`."""
+    from .synth_writer import SynthConfig
+
+    source = args.source_name or Path(args.input).name
+    return SynthConfig(
+        mode=mode, seed=args.seed, num_shards=args.num_shards, shard_index=args.shard_index, num_proc=args.num_proc,
+        chunk_size=args.chunk_size, overwrite=args.overwrite, max_cer=args.max_cer, source=source,
+        audio_format=args.audio_format, progress=not args.quiet,
+        run_config={"input": args.input, "text_column": args.text_column, "limit": args.limit, "cer_model": cer_model},
+        card_context={"sources": [{"name": source, "license": args.source_license}]})
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.max_cer is not None and args.cer_check is None:
@@ -105,32 +141,9 @@ def main(argv=None) -> int:
 
         pool = VoicePool(args.tts, speed=args.speed, speed_jitter=args.speed_jitter, pitch_jitter=args.pitch_jitter,
                          seed=args.seed)
-        if args.benchmark:
-            from .benchmarks import load_mc_items
-
-            rows = load_mc_items(args.input, split=args.split, limit=args.limit)
-            mode = "benchmark"
-        else:
-            rows = read_text_rows(args.input, text_column=args.text_column, id_column=args.id_column,
-                                  split=args.split or "train", limit=args.limit)
-            mode = "spans" if args.spans else "utterance"
-        if not rows:
-            raise ValueError(f"No input rows in {args.input!r}")
-        transcriber, cer_model = None, None
-        if args.cer_check is not None:
-            from .asr_check import WhisperTranscriber
-
-            transcriber = WhisperTranscriber(args.cer_check)
-            cer_model = args.cer_check
-        run_config = {"input": args.input, "text_column": args.text_column, "limit": args.limit,
-                      "cer_model": cer_model}
-        source = args.source_name or Path(args.input).name
-        summary = write_span_dataset(
-            rows, args.output, pool, mode=mode, seed=args.seed, num_shards=args.num_shards,
-            shard_index=args.shard_index, num_proc=args.num_proc, chunk_size=args.chunk_size,
-            overwrite=args.overwrite, transcriber=transcriber, max_cer=args.max_cer, source=source,
-            run_config=run_config, audio_format=args.audio_format, progress=not args.quiet,
-            card_context={"sources": [{"name": source, "license": args.source_license}]})
+        rows, mode = _input_rows(args)
+        transcriber, cer_model = _transcriber(args.cer_check)
+        summary = write_span_dataset(rows, args.output, pool, synth_config(args, mode, cer_model), transcriber)
     except (ValueError, TTSBackendUnavailableError, FileNotFoundError) as err:
         print(f"salad-synth: error: {err}", file=sys.stderr)
         return 2

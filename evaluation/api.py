@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -30,6 +31,46 @@ class Benchmark:
     name: str
     items: list[dict]
     fewshot_pool: list[dict] | None = None
+
+
+@dataclass
+class EvalConfig:
+    """How `evaluate_model` scores (the salad-eval flags build one)."""
+
+    modes: list[str] | str = field(default_factory=lambda: ["text", "speech"], metadata={
+        "help": f"subset of {', '.join(MODES)}: text (base LLM and SALAD on text), speech, cascade (ASR -> base "
+                "LLM), generate (free answers); a list or a comma-separated string"})
+    num_fewshot: int = field(default=5, metadata={"help": "up to this many shots per prompt (as many as fit "
+                                                          "max_length)"})
+    fewshot_pool_size: int | None = field(default=None, metadata={
+        "help": "when a benchmark has no pool, this many items (seeded) are held out as shots and not scored "
+                "(None: min(25, max(num_fewshot, n // 7)))"})
+    fewshot_seed: int = field(default=1234, metadata={"help": "seed of the shot pool and of the shots per item"})
+    max_length: int | None = field(default=2048, metadata={"help": "context budget in tokens (paper: 2048)"})
+    normalization: str = field(default="chars", metadata={"help": "length normalization of choice "
+                                                                  "log-likelihoods: chars (lm-eval acc_norm), "
+                                                                  "tokens or none"})
+    share_prefix: bool = field(default=True, metadata={"help": "score the prompt once for all choices"})
+    limit: int | None = field(default=None, metadata={"help": "score at most this many items per benchmark (after "
+                                                              "the pool is held out)"})
+    generate_max_new_tokens: int = field(default=32, metadata={"help": "generate mode: answer length"})
+    generate_show_choices: bool = field(default=False, metadata={"help": "generate mode: list the options"})
+    num_resamples: int = field(default=1000, metadata={"help": "bootstrap resamples of the 95% intervals"})
+    seed: int = field(default=0, metadata={"help": "bootstrap seed"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+    def __post_init__(self):
+        self.modes = parse_modes(self.modes)
+        check_normalization(self.normalization)
+        if self.num_fewshot < 0:
+            raise ValueError(f"num_fewshot must be >= 0, got {self.num_fewshot}.")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}.")
+
+    def summary(self) -> dict:
+        return {"modes": self.modes, "num_fewshot": self.num_fewshot, "max_length": self.max_length,
+                "normalization": self.normalization, "fewshot_seed": self.fewshot_seed,
+                "num_resamples": self.num_resamples, "bootstrap_seed": self.seed}
 
 
 @dataclass
@@ -62,6 +103,31 @@ def as_benchmarks(items) -> list[Benchmark]:
     return [Benchmark("benchmark", items)]
 
 
+@dataclass
+class _Evaluation:
+    """One `evaluate_model` call: the settings, the models and where clips, transcripts and caches come from."""
+
+    config: EvalConfig
+    model: Any
+    processor: Any
+    base_model: Any
+    base_tokenizer: Any
+    spoken: SpokenQuestions
+    asr: Any
+    cache: EvalCache
+
+    def check(self) -> None:
+        modes = self.config.modes
+        if ("speech" in modes or "generate" in modes) and (self.model is None or self.processor is None):
+            raise ValueError("Modes speech/generate need the SALAD model and processor.")
+        if "cascade" in modes and (self.asr is None or self.base_model is None):
+            raise ValueError("Mode cascade needs an ASR model (--asr-model) and the base LLM.")
+        if "text" in modes and self.model is None and self.base_model is None:
+            raise ValueError("Mode text needs a model or a base model.")
+        if self.base_model is not None and self.base_tokenizer is None:
+            raise ValueError("base_model given without base_tokenizer.")
+
+
 def _pool_and_items(bench: Benchmark, num_fewshot: int, pool_size: int, seed: int):
     if bench.fewshot_pool is not None or num_fewshot == 0:
         return bench.fewshot_pool or [], bench.items
@@ -70,30 +136,8 @@ def _pool_and_items(bench: Benchmark, num_fewshot: int, pool_size: int, seed: in
     return split_fewshot_pool(bench.items, min(pool_size, len(bench.items) - 1), seed)
 
 
-def evaluate_model(
-    model,
-    processor,
-    base_model,
-    base_tokenizer,
-    items,
-    modes: str | Sequence[str] = ("text", "speech"),
-    *,
-    num_fewshot: int = 5,
-    fewshot_pool_size: int | None = None,
-    fewshot_seed: int = 1234,
-    max_length: int | None = 2048,
-    normalization: str = "chars",
-    share_prefix: bool = True,
-    limit: int | None = None,
-    spoken: SpokenQuestions | None = None,
-    asr=None,
-    cache: EvalCache | None = None,
-    generate_max_new_tokens: int = 32,
-    generate_show_choices: bool = False,
-    num_resamples: int = 1000,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict:
+def evaluate_model(model, processor, base_model, base_tokenizer, items, config: EvalConfig | None = None, *,
+                   spoken: SpokenQuestions | None = None, asr=None, cache: EvalCache | None = None) -> dict:
     """Evaluate a SALAD model (and its base LLM) on multiple-choice benchmarks.
 
     Args:
@@ -101,12 +145,7 @@ def evaluate_model(
         base_model, base_tokenizer: the text LLM the gap is measured against (None: no base_text_acc / cascade).
         items: MC items (`{"id","question","choices","answer","context"?, "audio"?}`), a `Benchmark`, a list of
             them or `{name: items}`.
-        modes: subset of text (base LLM and SALAD on text), speech, cascade (ASR -> base LLM), generate.
-        num_fewshot: up to this many shots per prompt (as many as fit `max_length`).
-        fewshot_pool_size: when a benchmark has no pool, this many items (seeded) are held out as shots and not
-            scored (None: min(25, max(num_fewshot, n // 7))).
-        normalization: "chars" (lm-eval acc_norm), "tokens" or "none".
-        limit: score at most this many items per benchmark (after the pool is held out).
+        config: an `EvalConfig` (modes, shots, context budget, normalization, bootstrap; default: its defaults).
         spoken: where clips come from (recorded `audio` or TTS); default `SpokenQuestions("piper")`.
         asr: a `WhisperASR` for the cascade.
         cache: an `EvalCache` reused across calls makes repeated evaluations cheap.
@@ -114,69 +153,37 @@ def evaluate_model(
         {"benchmarks": {name: row}, "average": {...}, "predictions": {name: [per-item records]}, "config": {...}};
         accuracies are percent, unrounded, and gap == base_text_acc - speech_acc.
     """
-    modes = parse_modes(modes)
-    check_normalization(normalization)
-    if num_fewshot < 0:
-        raise ValueError(f"num_fewshot must be >= 0, got {num_fewshot}.")
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}.")
-    if ("speech" in modes or "generate" in modes) and (model is None or processor is None):
-        raise ValueError("Modes speech/generate need the SALAD model and processor.")
-    if "cascade" in modes and (asr is None or base_model is None):
-        raise ValueError("Mode cascade needs an ASR model (--asr-model) and the base LLM.")
-    if "text" in modes and model is None and base_model is None:
-        raise ValueError("Mode text needs a model or a base model.")
-    if base_model is not None and base_tokenizer is None:
-        raise ValueError("base_model given without base_tokenizer.")
-    cache = cache or EvalCache()
-    spoken = spoken or SpokenQuestions("piper")
+    run = _Evaluation(config or EvalConfig(), model, processor, base_model, base_tokenizer,
+                      spoken or SpokenQuestions("piper"), asr, cache or EvalCache())
+    run.check()
     modules = [m for m in (model, base_model) if m is not None]
     was_training = [m.training for m in modules]
     for module in modules:
         module.eval()
     try:
-        results, predictions = _evaluate_all(
-            items, modes, model, processor, base_model, base_tokenizer, num_fewshot, fewshot_pool_size, fewshot_seed,
-            max_length, normalization, share_prefix, limit, spoken, asr, cache, generate_max_new_tokens,
-            generate_show_choices, num_resamples, seed, progress,
-        )
+        results, predictions = _evaluate_all(run, items)
     finally:  # a training loop calls this mid-training: give the modules back in the mode they were in
         for module, training in zip(modules, was_training):
             module.train(training)
-    return {
-        "benchmarks": results,
-        "average": average_rows(results),
-        "predictions": predictions,
-        "config": {
-            "modes": modes, "num_fewshot": num_fewshot, "max_length": max_length, "normalization": normalization,
-            "fewshot_seed": fewshot_seed, "num_resamples": num_resamples, "bootstrap_seed": seed,
-        },
-    }
+    return {"benchmarks": results, "average": average_rows(results), "predictions": predictions,
+            "config": run.config.summary()}
 
 
-def _evaluate_all(
-    items, modes, model, processor, base_model, base_tokenizer, num_fewshot, fewshot_pool_size, fewshot_seed,
-    max_length, normalization, share_prefix, limit, spoken, asr, cache, generate_max_new_tokens,
-    generate_show_choices, num_resamples, seed, progress,
-):
-    results, predictions = {}, {}
+def _evaluate_all(run: _Evaluation, items) -> tuple[dict, dict]:
+    config, results, predictions = run.config, {}, {}
     for bench in as_benchmarks(items):
-        pool, scored = _pool_and_items(bench, num_fewshot, fewshot_pool_size, fewshot_seed)
-        scored = scored[:limit] if limit else scored
+        pool, scored = _pool_and_items(bench, config.num_fewshot, config.fewshot_pool_size, config.fewshot_seed)
+        scored = scored[:config.limit] if config.limit else scored
         if not scored:
             raise ValueError(f"Benchmark {bench.name!r} has no items to score.")
         for item in scored:
             validate_item(item)
-        sampler = FewShotSampler(pool, num_fewshot, fewshot_seed)
-        records, correct = _evaluate_benchmark(
-            bench.name, scored, modes, sampler, model, processor, base_model, base_tokenizer,
-            max_length, normalization, share_prefix, spoken, asr, cache,
-            generate_max_new_tokens, generate_show_choices, progress,
-        )
-        row = summarize_task(correct, [len(item["choices"]) for item in scored], num_resamples, seed)
+        sampler = FewShotSampler(pool, config.num_fewshot, config.fewshot_seed)
+        records, correct = _BenchmarkScoring(run, bench.name, scored, sampler).run()
+        row = summarize_task(correct, [len(item["choices"]) for item in scored], config.num_resamples, config.seed)
         if "base_text" in records[0] and "speech" in records[0]:
             row.update(speech_text_agreement([r["base_text"] for r in records], [r["speech"] for r in records],
-                                             num_resamples, seed))
+                                             config.num_resamples, config.seed))
         row["num_fewshot_pool"] = len(pool)
         row["mean_shots"] = _mean_shots(records)
         results[bench.name] = row
@@ -193,63 +200,78 @@ def _mean_shots(records: list[dict]) -> dict:
     return out
 
 
-def _evaluate_benchmark(
-    name, items, modes, sampler, model, processor, base_model, base_tokenizer, max_length, normalization,
-    share_prefix, spoken, asr, cache, generate_max_new_tokens, generate_show_choices, progress,
-):
-    scorer = lambda m, tok: MultipleChoiceScorer(
-        m, tok, sampler, max_length, share_prefix, getattr(processor, "audio_token", AUDIO_TOKEN)
-    )
-    base_scorer = scorer(base_model, base_tokenizer) if base_model is not None else None
-    salad_scorer = scorer(model, processor.tokenizer) if model is not None and processor is not None else None
-    cache_tag = (name, sampler.num_fewshot, sampler.seed, max_length)
-    records = [{"id": str(item["id"]), "answer": int(item["answer"])} for item in items]
-    correct: dict[str, list[bool]] = {}
+def _memo(store: dict, key, compute):
+    if key not in store:
+        store[key] = compute()
+    return store[key]
 
-    def run(key, label, fn):
-        values = []
-        for record, item in zip(records, tqdm(items, desc=f"{name}: {label}", disable=not progress, leave=False)):
-            result = fn(item)
+
+class _BenchmarkScoring:
+    """Every requested mode on one benchmark's items: per-item records and per-mode correctness."""
+
+    def __init__(self, run: _Evaluation, name: str, items: list[dict], sampler: FewShotSampler):
+        self.evaluation, self.name, self.items = run, name, items
+        config, processor = run.config, run.processor
+        audio_token = getattr(processor, "audio_token", AUDIO_TOKEN)
+
+        def scorer(model, tokenizer):
+            return MultipleChoiceScorer(model, tokenizer, sampler, config.max_length, config.share_prefix, audio_token)
+
+        self.base_scorer = scorer(run.base_model, run.base_tokenizer) if run.base_model is not None else None
+        self.salad_scorer = (scorer(run.model, processor.tokenizer)
+                             if run.model is not None and processor is not None else None)
+        self.cache_tag = (name, sampler.num_fewshot, sampler.seed, config.max_length)
+        self.records = [{"id": str(item["id"]), "answer": int(item["answer"])} for item in items]
+        self.correct: dict[str, list[bool]] = {}
+
+    def run(self) -> tuple[list[dict], dict[str, list[bool]]]:
+        modes = self.evaluation.config.modes
+        if "text" in modes:
+            if self.base_scorer is not None:
+                self._score("base_text_acc", "base_text", self._base_text)
+            if self.salad_scorer is not None:
+                self._score("text_acc", "text", self.salad_scorer.score_text)
+        if "speech" in modes:
+            self._score("speech_acc", "speech", self._speech)
+        if "cascade" in modes:
+            self._score("cascade_acc", "cascade", self._cascade)
+        if "generate" in modes:
+            self._score("generate_acc", "generate", self._generate)
+        return self.records, self.correct
+
+    def _score(self, key: str, label: str, score) -> None:
+        normalization, values = self.evaluation.config.normalization, []
+        bar = tqdm(self.items, desc=f"{self.name}: {label}", disable=not self.evaluation.config.progress, leave=False)
+        for record, item in zip(self.records, bar):
+            result = score(item)
             if key == "generate_acc":
                 record["generate"] = result
                 values.append(result["correct"])
             else:
                 record[label] = result.to_dict(normalization)
                 values.append(result.correct(normalization))
-        correct[key] = values
+        self.correct[key] = values
 
-    def memo(store, key, fn):
-        if key not in store:
-            store[key] = fn()
-        return store[key]
+    def _base_text(self, item):
+        return _memo(self.evaluation.cache.base_text, (*self.cache_tag, str(item["id"])),
+                     lambda: self.base_scorer.score_text(item))
 
-    if "text" in modes:
-        if base_scorer is not None:
-            run("base_text_acc", "base_text",
-                lambda it: memo(cache.base_text, (*cache_tag, str(it["id"])), lambda: base_scorer.score_text(it)))
-        if salad_scorer is not None:
-            run("text_acc", "text", salad_scorer.score_text)
-    if "speech" in modes:
-        def speech(item):
-            audio_inputs = speech_inputs(cache.encoder, spoken.clip(item), model, processor)
-            return salad_scorer.score_speech(item, audio_inputs)
+    def _speech(self, item):
+        run = self.evaluation
+        audio_inputs = speech_inputs(run.cache.encoder, run.spoken.clip(item), run.model, run.processor)
+        return self.salad_scorer.score_speech(item, audio_inputs)
 
-        run("speech_acc", "speech", speech)
-    if "cascade" in modes:
-        def cascade(item):
-            key = spoken.clip_key(item)
-            transcript = asr.transcribe([spoken.clip(item)], keys=[key])[0]
-            scores = memo(cache.cascade, (*cache_tag, key),
-                          lambda: base_scorer.score_text(item, query_text=transcript or "(inaudible)"))
-            scores.extra["transcript"] = transcript
-            return scores
+    def _cascade(self, item):
+        run = self.evaluation
+        key = run.spoken.clip_key(item)
+        transcript = run.asr.transcribe([run.spoken.clip(item)], keys=[key])[0]
+        scores = _memo(run.cache.cascade, (*self.cache_tag, key),
+                       lambda: self.base_scorer.score_text(item, query_text=transcript or "(inaudible)"))
+        scores.extra["transcript"] = transcript
+        return scores
 
-        run("cascade_acc", "cascade", cascade)
-    if "generate" in modes:
-        def generate(item):
-            answer = generate_answer(model, processor, item, spoken.clip(item), generate_max_new_tokens,
-                                     generate_show_choices)
-            return {"answer": answer, "correct": judge_answer(answer, item["choices"], int(item["answer"]))}
-
-        run("generate_acc", "generate", generate)
-    return records, correct
+    def _generate(self, item):
+        run, config = self.evaluation, self.evaluation.config
+        answer = generate_answer(run.model, run.processor, item, run.spoken.clip(item),
+                                 config.generate_max_new_tokens, config.generate_show_choices)
+        return {"answer": answer, "correct": judge_answer(answer, item["choices"], int(item["answer"]))}

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from transformers import TrainerCallback
 
-from .api import EvalCache, evaluate_model, parse_modes
+from .api import EvalCache, EvalConfig, evaluate_model, parse_modes
 from .audio import SpokenQuestions
 
 
@@ -73,11 +73,11 @@ class SpokenEvalCallback(TrainerCallback):
         processor = trainer.processing_class
         base_model, base_tokenizer = self._base(processor)
         benchmark = Benchmark("train-probe", self.items, self.fewshot_pool)
-        result = evaluate_model(
-            model, processor, base_model, base_tokenizer, benchmark, self.modes,
-            num_fewshot=self.num_fewshot, fewshot_pool_size=max(self.num_fewshot, 1) if self.num_fewshot else 0,
-            max_length=self.max_length, spoken=self.spoken, cache=self.cache, num_resamples=1, progress=False,
-        )
+        config = EvalConfig(modes=self.modes, num_fewshot=self.num_fewshot,
+                            fewshot_pool_size=max(self.num_fewshot, 1) if self.num_fewshot else 0,
+                            max_length=self.max_length, num_resamples=1, progress=False)
+        result = evaluate_model(model, processor, base_model, base_tokenizer, benchmark, config, spoken=self.spoken,
+                                cache=self.cache)
         row = result["benchmarks"]["train-probe"]
         metrics = {k: float(row[k]) for k in ("speech_acc", "text_acc", "base_text_acc", "gap") if k in row}
         self.history.append({"step": step, **metrics})

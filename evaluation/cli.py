@@ -19,7 +19,7 @@ from pathlib import Path
 
 from spans import atomic_write_text
 
-from .api import MODES, EvalCache, evaluate_model, parse_modes
+from .api import MODES, EvalCache, EvalConfig, evaluate_model, parse_modes
 from .audio import SpokenQuestions
 from .scorer import NORMALIZATIONS
 
@@ -143,6 +143,14 @@ def write_results(output: Path, results: dict) -> None:
     plot_accuracy_by_task(results, output / "accuracy_by_task.png")
 
 
+def eval_config(args, modes: list[str]) -> EvalConfig:
+    """The flags -> an `EvalConfig`."""
+    return EvalConfig(modes=modes, num_fewshot=args.num_fewshot, fewshot_pool_size=args.fewshot_pool_size,
+                      fewshot_seed=args.fewshot_seed, max_length=args.max_length, normalization=args.normalization,
+                      share_prefix=not args.no_share_prefix, limit=args.limit,
+                      generate_show_choices=args.generate_show_choices, num_resamples=args.bootstrap, seed=args.seed)
+
+
 def run_eval(args) -> dict:
     import torch
 
@@ -171,13 +179,8 @@ def run_eval(args) -> dict:
         asr = WhisperASR.from_pretrained(asr_path)
         asr.model.to(device)
     spoken = SpokenQuestions(args.tts, args.tts_cache)
-    results = evaluate_model(
-        model, processor, base, base_tokenizer, benchmarks, modes,
-        num_fewshot=args.num_fewshot, fewshot_pool_size=args.fewshot_pool_size, fewshot_seed=args.fewshot_seed,
-        max_length=args.max_length, normalization=args.normalization, share_prefix=not args.no_share_prefix,
-        limit=args.limit, spoken=spoken, asr=asr, cache=EvalCache(), generate_show_choices=args.generate_show_choices,
-        num_resamples=args.bootstrap, seed=args.seed,
-    )
+    results = evaluate_model(model, processor, base, base_tokenizer, benchmarks, eval_config(args, modes),
+                             spoken=spoken, asr=asr, cache=EvalCache())
     base_name = args.base_model or (model.config.base_text_model if model is not None else args.model)
     return {"model": args.model, "label": args.label or Path(args.model).name, "base_model": base_name,
             "tts": args.tts if {"speech", "cascade", "generate"} & set(modes) else None, "asr_model": asr_path,

@@ -5,7 +5,7 @@
   closing question stripped) and the "Context:" passages of the cosmosqa answer-generation subtask, cut at
   sentence ends into documents of about `document_words` words. One part becomes speech/text span documents,
   a disjoint part the text-only replay set.
-* Stage II (broad pool): every other BIG-bench task and OpenAI evals file (`datasets_scripts.text_pool`), with the
+* Stage II (broad pool): every other BIG-bench task and OpenAI evals file (`selection.text_pool`), with the
   evaluation tasks and the narrative tasks (and tasks sharing their texts) excluded.
 """
 

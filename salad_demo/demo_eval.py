@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from evaluation.api import Benchmark, EvalCache, evaluate_model
+from evaluation.api import Benchmark, EvalCache, EvalConfig, evaluate_model
 from evaluation.audio import SpokenQuestions
 from evaluation.metrics import average_rows, speech_text_agreement, summarize_task
 from spans import EncoderStatesCache
@@ -75,9 +75,10 @@ class DemoEvaluator:
     def screen_text(self, benchmarks: dict[str, list[dict]]) -> dict:
         """Base-LLM text accuracy per task (no speech), for choosing the eval tasks."""
         base, tokenizer = self.base
-        result = evaluate_model(None, None, base, tokenizer, self._benchmarks(benchmarks), ("text",),
-                                num_fewshot=self.preset.num_fewshot, max_length=self.preset.eval_max_length,
-                                cache=EvalCache(base_text=self.cache.base_text), num_resamples=200, progress=True)
+        config = EvalConfig(modes=["text"], num_fewshot=self.preset.num_fewshot,
+                            max_length=self.preset.eval_max_length, num_resamples=200)
+        result = evaluate_model(None, None, base, tokenizer, self._benchmarks(benchmarks), config,
+                                cache=EvalCache(base_text=self.cache.base_text))
         return result["benchmarks"]
 
     def evaluate_voices(self, model, processor, benchmarks: dict[str, list[dict]]) -> dict:
@@ -111,9 +112,10 @@ class DemoEvaluator:
     def evaluate(self, model, processor, benchmarks: dict[str, list[dict]], voice: str,
                  modes=("text", "speech", "cascade")) -> dict:
         base, tokenizer = self.base
-        result = evaluate_model(model, processor, base, tokenizer, self._benchmarks(benchmarks), modes,
-                                num_fewshot=self.preset.num_fewshot, max_length=self.preset.eval_max_length,
+        config = EvalConfig(modes=list(modes), num_fewshot=self.preset.num_fewshot,
+                            max_length=self.preset.eval_max_length, num_resamples=200, seed=self.preset.seed)
+        result = evaluate_model(model, processor, base, tokenizer, self._benchmarks(benchmarks), config,
                                 spoken=self.spoken(voice), asr=self.asr if "cascade" in modes else None,
-                                cache=self.cache, num_resamples=200, seed=self.preset.seed)
+                                cache=self.cache)
         result["voice"] = voice
         return result

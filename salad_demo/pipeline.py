@@ -36,6 +36,7 @@ from spans import atomic_write_text, staging_dir
 
 from .demo_data import (eval_items, narrative_documents, pool_exclusions, read_jsonl, write_jsonl)
 from .presets import NARRATIVE_TASKS, PRESETS, RECIPE_NOTES, get_preset
+
 from .stages import StageRunner
 
 STAGES = ("assets", "salad_init", "first_look", "eval_sets", "stage1_data", "features", "eval_init", "eval_reference",
@@ -48,7 +49,7 @@ STAGE_OUTPUTS = {
     "stage1_data": ["data/stage1", "data/stage1_documents.jsonl", "data/replay.jsonl"],
     "eval_init": ["eval/salad-init"], "eval_reference": ["eval/reference-init", "reference-init"],
     "stage1": ["stage1"], "eval_stage1": ["eval/stage1"],
-    "select_active": ["stage2/select-active"], "select_uniform": ["stage2/select-uniform"],
+    "select_active": ["stage2/select-active", "stage2/cache"], "select_uniform": ["stage2/select-uniform"],
     "stage2_active": ["stage2-active"], "stage2_uniform": ["stage2-uniform"],
     "eval_stage2_active": ["eval/stage2-active"], "eval_stage2_uniform": ["eval/stage2-uniform"],
     "export": ["salad-demo", "salad-synth-demo"], "report": ["REPORT.md", "results.json", "plots"],
@@ -203,7 +204,7 @@ class DemoPipeline:
                 "voices": {"seen": p.seen_voice, "unseen": p.unseen_voice}}
 
     def stage_stage1_data(self) -> dict:
-        from datasets_scripts.synth_writer import write_span_dataset
+        from datasets_scripts.synth_writer import SynthConfig, completed_summary, write_span_dataset
 
         p = self.preset
         speech_docs, replay_docs = narrative_documents(p.stage1_documents, p.replay_documents, p.document_words,
@@ -211,16 +212,13 @@ class DemoPipeline:
         write_jsonl(speech_docs, self.data / "stage1_documents.jsonl")
         write_jsonl([{"id": d["id"], "text": d["text"], "source": d["source"]} for d in replay_docs],
                     self.data / "replay.jsonl")
-        folder = self.data / "stage1"
-        summary = None
-        if not (folder / ".salad-synth" / "shard-00000-of-00001" / "done.json").is_file():
-            summary = write_span_dataset(
-                speech_docs, folder, self.voice_pool(), mode="spans", seed=p.seed, source="narrative",
-                chunk_size=64, card_context={"description": "SALAD demo Stage I: narrow-domain narrative text "
-                                                            "(fables, minute mysteries, cosmosqa passages) as "
-                                                            "interleaved speech/text span documents.",
-                                             "sources": [{"name": f"BIG-bench {t}", "license": "apache-2.0"}
-                                                         for t in NARRATIVE_TASKS]})
+        folder, voices = self.data / "stage1", self.voice_pool()
+        config = SynthConfig(mode="spans", seed=p.seed, source="narrative", chunk_size=64, card_context={
+            "description": "SALAD demo Stage I: narrow-domain narrative text (fables, minute mysteries, cosmosqa "
+                           "passages) as interleaved speech/text span documents.",
+            "sources": [{"name": f"BIG-bench {t}", "license": "apache-2.0"} for t in NARRATIVE_TASKS]})
+        summary = (completed_summary(speech_docs, folder, voices, config)
+                   or write_span_dataset(speech_docs, folder, voices, config))
         return {"dataset": str(folder), "replay": str(self.data / "replay.jsonl"),
                 "documents": len(speech_docs), "replay_documents": len(replay_docs),
                 "sources": sorted({d["source"] for d in speech_docs}), "synthesis": summary}
@@ -271,55 +269,54 @@ class DemoPipeline:
         target = self.out / "reference-init"
         if not (target / "config.json").is_file():
             model, processor = build_salad(self.assets["llm"], self.assets["whisper"], **RECIPE_MLP)
-            model.save_pretrained(target)
-            processor.save_pretrained(target)
+            with staging_dir(target) as staging:
+                model.save_pretrained(staging)
+                processor.save_pretrained(staging)
             del model
         return {**self._evaluate(target), "recipe": RECIPE_MLP}
 
     # ------------------------------------------------------------------------------------------ training
+    def _train_args(self, output_dir: Path, decay_fraction: float, steps: int, trainable: str,
+                    llm_learning_rate: float | None, adapter_learning_rate: float):
+        from trainers.config import DistillationConfig
+
+        p = self.preset
+        # the teacher follows `trainable` (the shared frozen LLM, or the LLM with LoRA off) unless the LLM itself
+        # trains: then it is always the base text LLM, since Stage II starts from a checkpoint whose LLM has
+        # trained and a frozen copy of *that* LLM would let the teacher drift from the text model the paper distils
+        teacher = str(self.assets["llm"]) if trainable in ("adapter+llm", "llm") else None
+        return DistillationConfig(
+            output_dir=str(output_dir), trainable=trainable, teacher_model_name_or_path=teacher,
+            text_replay_ratio=1 / 3, alpha=1.0, beta=0.0, learning_rate=llm_learning_rate or adapter_learning_rate,
+            adapter_learning_rate=adapter_learning_rate, lr_scheduler_type="warmup_stable_decay",
+            warmup_steps=p.warmup_steps, decay_fraction=decay_fraction, max_steps=steps,
+            per_device_train_batch_size=p.batch_size, gradient_accumulation_steps=1, max_length=p.max_length,
+            logging_steps=p.logging_steps, save_strategy="no", report_to="none",
+            diagnostics_steps=p.diagnostics_steps, probe_size=p.probe_size, kd_chunk_size=256, seed=p.seed,
+            dataloader_num_workers=0, bf16=False, weight_decay=0.0, disable_tqdm=False,
+            # span datasets already alternate speech and text spans (text spans carry no audio): hear every clip
+            speech_policy="all")
+
     def _train(self, name: str, model_path, span_datasets: list[str], decay_fraction: float, steps: int,
                trainable: str | None = None, llm_learning_rate: float | None = None,
                adapter_learning_rate: float | None = None) -> dict:
-        import yaml
-
-        from trainers.train import main as train_main
+        from trainers.config import DataArguments, ModelArguments
+        from trainers.train import train
 
         p = self.preset
-        trainable = trainable or p.trainable
-        adapter_learning_rate = adapter_learning_rate or p.learning_rate
-        llm_learning_rate = llm_learning_rate or p.llm_learning_rate
         output_dir = self.out / name
-        feature_cache = str(self.encoder_cache_dir)
-        config = {
-            "model_name_or_path": str(model_path), "span_datasets": [str(s) for s in span_datasets],
-            "replay_dataset": self.result("stage1_data")["replay"], "text_replay_ratio": 1 / 3,
-            # the teacher follows `trainable` (the shared frozen LLM, or the LLM with LoRA off); set below when the
-            # LLM itself trains
-            "feature_cache_dir": feature_cache, "output_dir": str(output_dir), "trainable": trainable,
-            "alpha": 1.0, "beta": 0.0, "learning_rate": llm_learning_rate or adapter_learning_rate,
-            "adapter_learning_rate": adapter_learning_rate, "lr_scheduler_type": "warmup_stable_decay",
-            "warmup_steps": p.warmup_steps, "decay_fraction": decay_fraction, "max_steps": steps,
-            "per_device_train_batch_size": p.batch_size, "gradient_accumulation_steps": 1,
-            "max_length": p.max_length, "logging_steps": p.logging_steps, "save_strategy": "no",
-            "report_to": "none", "diagnostics_steps": p.diagnostics_steps, "probe_size": p.probe_size,
-            "kd_chunk_size": 256, "seed": p.seed, "dataloader_num_workers": 0, "bf16": False,
-            "gradient_checkpointing": False, "weight_decay": 0.0, "disable_tqdm": False,
-            # span datasets already alternate speech and text spans (text spans carry no audio): hear every clip
-            "speech_policy": "all",
-        }
-        if trainable in ("adapter+llm", "llm"):
-            # The teacher is always the base text LLM: Stage II starts from a checkpoint whose LLM has trained, so
-            # a frozen copy of *that* LLM would let the teacher drift from the text model the paper distils.
-            config["teacher"] = str(self.assets["llm"])
-        config_path = output_dir / "train.yaml"
-        atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))
-        trainer = train_main([str(config_path)])
+        args = self._train_args(output_dir, decay_fraction, steps, trainable or p.trainable,
+                                llm_learning_rate or p.llm_learning_rate, adapter_learning_rate or p.learning_rate)
+        data_args = DataArguments(span_datasets=[str(s) for s in span_datasets],
+                                  replay_dataset=self.result("stage1_data")["replay"],
+                                  feature_cache_dir=str(self.encoder_cache_dir))
+        trainer = train(args, ModelArguments(model_name_or_path=str(model_path)), data_args)
         history = list(trainer.state.log_history)
+        del trainer
         atomic_write_text(output_dir / "log_history.json", json.dumps(history, indent=1))
         losses = [h["kd_loss"] for h in history if "kd_loss" in h]
         pre_decay = output_dir / "checkpoint-pre-decay"
-        del trainer
-        return {"output_dir": str(output_dir), "config": str(config_path), "steps": steps,
+        return {"output_dir": str(output_dir), "steps": steps, "teacher": args.teacher,
                 "pre_decay": str(pre_decay) if (pre_decay / "config.json").is_file() else None,
                 "first_kd_loss": losses[0] if losses else None, "last_kd_loss": losses[-1] if losses else None,
                 "log_history": str(output_dir / "log_history.json")}
@@ -336,10 +333,9 @@ class DemoPipeline:
     def broad_pool(self) -> Path:
         """The packaged broad pool (BIG-bench + evals, eval and narrative tasks excluded), built once per machine
         into the corpora cache and subsampled per domain for this preset into OUT/data/pool.jsonl."""
-        from datasets_scripts.text_pool import POOL_VERSION, PoolConfig, build_text_pool, load_pool, save_pool
-
         from spans import cache_root
         from datasets_scripts.corpora import bigbench_archive, evals_wheel
+        from selection.text_pool import POOL_VERSION, PoolConfig, build_text_pool, load_pool, save_pool
 
         target = self.data / "pool.jsonl"
         if target.is_file():
@@ -364,26 +360,20 @@ class DemoPipeline:
         return save_pool(picked, target)
 
     def _select(self, name: str, gamma: float) -> dict:
-        from datasets_scripts.select_cli import SelectConfig, run_selection
-
-        from spans import cache_root as corpora_cache_root
+        from spans import cache_root
+        from selection.config import SelectConfig
+        from selection.steps import run_selection
 
         p = self.preset
         output = self.out / "stage2" / name
-        active = self.out / "stage2" / "select-active"
-        if gamma != p.gamma and (active / "cache").is_dir() and not (output / "cache").exists():
-            shutil.copytree(active / "cache", output / "cache")  # same probes, same model: reuse M(c) and CER
+        # one step cache for both selections: they differ only in gamma, so they share pool, clusters and M(c)
         cfg = SelectConfig(output_dir=str(output), pool=str(self.broad_pool()), checkpoint=self.result("stage1")["output_dir"],
                            num_clusters=p.num_clusters, gamma=gamma, budget_texts=p.selection_budget_texts,
                            tts=p.training_voices, probe_size=p.selection_probe_size, max_cer=p.selection_max_cer,
-                           cer_model=self.assets["whisper"], seed=p.seed,
-                           embedding_cache_dir=str(corpora_cache_root() / "embeddings"))
-        dataset = output / "dataset"
-        if (dataset / ".salad-synth" / "shard-00000-of-00001" / "done.json").is_file():
-            report = json.loads((output / "report" / "report.json").read_text())
-        else:
-            report = run_selection(cfg)
-        return {"output_dir": str(output), "dataset": str(dataset), "gamma": gamma,
+                           cer_model=self.assets["whisper"], seed=p.seed, cache_dir=str(self.out / "stage2" / "cache"),
+                           embedding_cache_dir=str(cache_root() / "embeddings"))
+        report = run_selection(cfg)
+        return {"output_dir": str(output), "dataset": str(output / "dataset"), "gamma": gamma,
                 "selected_texts": report["selected_texts"], "pool_size": report["pool_size"],
                 "clusters": [{k: c[k] for k in ("cluster", "size", "misalignment", "cer", "dropped", "target_prob",
                                                 "selected", "top_domains")} for c in report["clusters"]],

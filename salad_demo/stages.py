@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 from spans import atomic_write_text
 
+__all__ = ["StageRunner", "peak_rss_gib"]
+
 
 def peak_rss_gib() -> float:
     """Peak resident memory of this process so far (ru_maxrss is KiB on Linux)."""

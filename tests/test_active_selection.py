@@ -1,12 +1,13 @@
-"""Balanced k-means, the selection target and sampling, and M(c) per cluster (datasets_scripts.active_selection)."""
+"""Balanced k-means, the selection target and sampling, and M(c) per cluster (selection.active_selection)."""
 
 import numpy as np
 import pytest
 import torch
 
-from datasets_scripts.active_selection import (allocate_counts, assign_to_centroids, balanced_kmeans,
-                                               fit_balanced_kmeans, probe_texts_by_cluster, sample_within_clusters,
-                                               score_clusters, target_distribution)
+from selection.active_selection import (allocate_counts, assign_to_centroids, balanced_kmeans, fit_balanced_kmeans,
+                                        probe_texts_by_cluster, sample_within_clusters, score_clusters,
+                                        target_distribution)
+from trainers.diagnostics import MisalignmentProbe
 
 
 def _blobs(sizes, dim=8, spread=12.0, seed=0):
@@ -124,12 +125,22 @@ def _documents(processor):
 
 def test_misalignment_is_zero_when_speech_path_reproduces_text(tiny_salad):
     model, processor = _speech_model(tiny_salad, exact=True)
-    scores = score_clusters(model, processor, _documents(processor), progress=False)
+    scores = score_clusters(MisalignmentProbe(model, processor), _documents(processor), progress=False)
     assert set(scores) == {0, 1}
     assert all(abs(v) < 1e-6 for v in scores.values())
 
 
 def test_misalignment_is_positive_when_speech_differs(tiny_salad):
     model, processor = _speech_model(tiny_salad, exact=False)
-    scores = score_clusters(model, processor, _documents(processor), progress=False)
+    scores = score_clusters(MisalignmentProbe(model, processor), _documents(processor), progress=False)
     assert all(v > 1e-4 for v in scores.values())
+
+
+def test_any_scorer_with_a_misalignment_method_scores_clusters():
+    class WordCount:
+        def misalignment(self, documents):
+            return float(sum(len(s["text"].split()) for d in documents for s in d["spans"]))
+
+    docs = {0: [{"id": "a", "spans": [{"text": "one two", "audio": {"bytes": b"x"}}]}],
+            1: [{"id": "b", "spans": [{"text": "text only", "audio": None}]}]}
+    assert score_clusters(WordCount(), docs, progress=False) == {0: 2.0}  # no audio: cluster left out

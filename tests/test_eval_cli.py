@@ -81,7 +81,7 @@ def test_cli_errors_are_clear(tmp_path, checkpoint):
 
 
 def test_spoken_items_with_recorded_audio_need_no_tts(tmp_path):
-    from evaluation.api import evaluate_model
+    from evaluation.api import EvalConfig, evaluate_model
     from evaluation.audio import SpokenQuestions
 
     model, processor = make_tiny_salad()
@@ -90,8 +90,8 @@ def test_spoken_items_with_recorded_audio_need_no_tts(tmp_path):
                     for i, item in enumerate(items(4))]
     spoken = SpokenQuestions(voices=None)
     assert len(spoken.clip(spoken_items[1])) == int(16000 * (0.2 + 0.3 + 0.5))
-    result = evaluate_model(model, processor, None, None, spoken_items, "speech,generate", num_fewshot=0,
-                            spoken=spoken, generate_max_new_tokens=3, progress=False)
+    config = EvalConfig(modes="speech,generate", num_fewshot=0, generate_max_new_tokens=3, progress=False)
+    result = evaluate_model(model, processor, None, None, spoken_items, config, spoken=spoken)
     row = result["benchmarks"]["benchmark"]
     assert row["n"] == 4 and "speech_acc" in row and "generate_acc" in row and "gap" not in row
     assert all(isinstance(r["generate"]["answer"], str) for r in result["predictions"]["benchmark"])

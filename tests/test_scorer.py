@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import make_tiny_tokenizer, sine, tiny_text_config
 
-from evaluation.api import EvalCache, evaluate_model
+from evaluation.api import EvalCache, EvalConfig, evaluate_model
 from evaluation.audio import speech_inputs
 from spans import EncoderStatesCache
 from evaluation.prompts import FewShotSampler, format_query, format_shot, question_text, split_fewshot_pool
@@ -146,8 +146,8 @@ def test_salad_text_accuracy_equals_base_llm_when_llm_untouched(tiny_salad):
     model, processor = tiny_salad()
     items = make_items(10)
     result = evaluate_model(
-        model, processor, model.language_model, processor.tokenizer, {"count": items}, modes="text",
-        num_fewshot=2, fewshot_pool_size=3, progress=False,
+        model, processor, model.language_model, processor.tokenizer, {"count": items},
+        EvalConfig(modes="text", num_fewshot=2, fewshot_pool_size=3, progress=False),
     )
     row = result["benchmarks"]["count"]
     assert row["n"] == 7 and row["text_acc"] == row["base_text_acc"]
@@ -168,7 +168,8 @@ def test_gap_is_base_text_minus_speech_and_cascade_uses_transcripts(tiny_salad):
     cache = EvalCache()
     result = evaluate_model(
         model, processor, model.language_model, processor.tokenizer, {"count": items},
-        modes="text,speech,cascade", asr=EchoASR(), num_fewshot=1, fewshot_pool_size=2, cache=cache, progress=False,
+        EvalConfig(modes="text,speech,cascade", num_fewshot=1, fewshot_pool_size=2, progress=False),
+        asr=EchoASR(), cache=cache,
     )
     row = result["benchmarks"]["count"]
     assert row["gap"] == row["base_text_acc"] - row["speech_acc"]
@@ -178,3 +179,15 @@ def test_gap_is_base_text_minus_speech_and_cascade_uses_transcripts(tiny_salad):
     for key in ("base_text_acc", "speech_acc", "gap"):
         low, high = row[f"{key}_ci"]
         assert low <= row[key] <= high
+
+
+def test_eval_config_validates_before_any_scoring():
+    assert EvalConfig(modes="speech, text,speech").modes == ["speech", "text"]
+    with pytest.raises(ValueError, match="Unknown or empty modes"):
+        EvalConfig(modes="txt")
+    with pytest.raises(ValueError, match="limit"):
+        EvalConfig(limit=0)
+    with pytest.raises(ValueError, match="num_fewshot"):
+        EvalConfig(num_fewshot=-1)
+    with pytest.raises(ValueError, match="need the SALAD model"):
+        evaluate_model(None, None, None, None, make_items(3), EvalConfig(modes="speech"))

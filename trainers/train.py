@@ -3,6 +3,11 @@
     accelerate launch trainers/train.py trainers/configs/stage1_3b.yaml [--any_field value ...]
     accelerate launch trainers/train.py --config trainers/configs/tiny.yaml --max_steps 3
     salad-train trainers/configs/tiny.yaml
+
+From Python, the same run without a YAML file:
+
+    from trainers.train import train
+    trainer = train(DistillationConfig(output_dir="runs/x", ...), ModelArguments(...), DataArguments(...))
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ if __package__ in (None, ""):  # run as a script: make `trainers` importable fro
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from trainers.config import DataArguments, DistillationConfig, ModelArguments  # noqa: E402
+
+__all__ = ["train", "parse_train_args", "build_model_and_processor", "main"]
 
 
 def build_model_and_processor(model_args: ModelArguments, seed: int = 0):
@@ -54,31 +61,37 @@ def _normalize_argv(argv: list[str]) -> list[str]:
     return argv
 
 
-def main(argv: list[str] | None = None):
+def parse_train_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, DistillationConfig]:
+    """A YAML config (positional or --config) plus `--field value` overrides -> the three argument dataclasses."""
     from trl import TrlParser
 
+    parser = TrlParser((ModelArguments, DataArguments, DistillationConfig))
+    return parser.parse_args_and_config(args=_normalize_argv(list(sys.argv[1:] if argv is None else argv)))
+
+
+def _probe_documents(args: DistillationConfig, train_dataset) -> list[dict] | None:
+    if not args.diagnostics_steps:
+        return None
+    return [doc for _, doc in zip(range(args.probe_size), iter(train_dataset))]
+
+
+def train(args: DistillationConfig, model_args: ModelArguments, data_args: DataArguments):
+    """Build the model and the data from the arguments, train, save into `args.output_dir` (and push when asked).
+    Returns the `DistillationTrainer` (its `state.log_history` holds the logged losses and diagnostics)."""
     from spans import EncoderStatesCache
 
+    from trainers.collator import SpanDocumentCollator
     from trainers.data import build_training_dataset
     from trainers.trainer import DistillationTrainer
 
-    parser = TrlParser((ModelArguments, DataArguments, DistillationConfig))
-    model_args, data_args, args = parser.parse_args_and_config(
-        args=_normalize_argv(list(sys.argv[1:] if argv is None else argv)))
     model, processor = build_model_and_processor(model_args, seed=args.seed)
     train_dataset = build_training_dataset(data_args, args.text_replay_ratio, seed=args.seed)
-
-    probe = None
-    if args.diagnostics_steps:
-        probe = [doc for _, doc in zip(range(args.probe_size), iter(train_dataset))]
+    probe = _probe_documents(args, train_dataset)
     collator_cache = None
     if data_args.feature_cache_dir:
         collator_cache = EncoderStatesCache.for_model(model, processor, data_args.feature_cache_dir)
         if not data_args.streaming:
             collator_cache.precompute(model, processor, train_dataset)
-
-    from trainers.collator import SpanDocumentCollator
-
     collator = SpanDocumentCollator(processor, max_length=args.max_length, padding_side=args.padding_side,
                                     speech_policy=args.speech_policy, speech_probability=args.speech_probability,
                                     seed=args.seed, pad_to_multiple_of=args.pad_to_multiple_of,
@@ -92,5 +105,11 @@ def main(argv: list[str] | None = None):
     return trainer
 
 
+def main(argv: list[str] | None = None) -> int:
+    model_args, data_args, args = parse_train_args(argv)
+    train(args, model_args, data_args)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

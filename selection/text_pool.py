@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .corpora import bigbench_archive, evals_wheel
+from datasets_scripts.corpora import bigbench_archive, evals_wheel
+from spans.files import atomic_write_text
 
 __all__ = ["PoolConfig", "build_text_pool", "iter_bigbench_texts", "iter_evals_texts", "save_pool", "load_pool",
            "DEFAULT_EXCLUDE"]
@@ -262,14 +263,7 @@ def build_text_pool(config: PoolConfig | None = None, **overrides) -> list[dict]
 
 def save_pool(rows: Sequence[dict], path: str | os.PathLike) -> Path:
     """Write rows as JSONL atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def load_pool(path: str | os.PathLike, text_field: str = "text") -> list[dict]:

@@ -1,7 +1,7 @@
 """Stage II active selection (paper §3.3): balanced k-means, misalignment-driven target, sampling within clusters.
 
 The pipeline around these functions (embedding, TTS probes, the dataset writer) lives in
-:mod:`datasets_scripts.select_cli`; everything here is pure computation on tensors and lists so it can be tested
+:mod:`selection.steps`; everything here is pure computation on tensors and lists so it can be tested
 without models.
 
 Balanced k-means algorithm (``fit_balanced_kmeans``)
@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
@@ -47,6 +47,8 @@ __all__ = [
     "target_distribution",
     "allocate_counts",
     "sample_within_clusters",
+    "MisalignmentScorer",
+    "score_clusters",
 ]
 
 
@@ -161,6 +163,53 @@ def _greedy_fill(embeddings, point_ids, capacity, centroids, centroid_sq, prices
     return first_counts
 
 
+def _balanced_assignment(embeddings, centroids, prices, batch_size, device):
+    """One exactly balanced assignment step -> (labels [N], margins of the priced argmin [N], first-round
+    proposal counts per cluster [k])."""
+    n, k = embeddings.shape[0], centroids.shape[0]
+    centroid_sq = (centroids**2).sum(1)
+    bests, margins = [], []
+    for start, end in _batches(n, batch_size):
+        chunk = embeddings[start:end].to(device, torch.float32)
+        b, _, m = _priced_top2(chunk, centroids, centroid_sq, prices)
+        bests.append(b)
+        margins.append(m)
+    best, margin = torch.cat(bests), torch.cat(margins)
+    labels = torch.full((n,), -1, dtype=torch.long, device=device)
+    capacity = torch.full((k,), n // k, dtype=torch.long, device=device)
+    first_counts = _greedy_fill(embeddings, torch.arange(n, device=device), capacity, centroids, centroid_sq, prices,
+                                batch_size, device, labels, first_proposals=(best, margin))
+    leftover = (labels < 0).nonzero().squeeze(1)
+    if leftover.numel():
+        _greedy_fill(embeddings, leftover, torch.ones(k, dtype=torch.long, device=device), centroids,
+                     centroid_sq, prices, batch_size, device, labels)
+    return labels, margin, first_counts
+
+
+def _price_step(prices, margin, first_counts, n: int, iteration: int):
+    """Auction step: raise the price of over-subscribed clusters, lower it for under-subscribed ones."""
+    k = prices.shape[0]
+    finite = margin[torch.isfinite(margin)]
+    scale = float(finite.median()) if finite.numel() else 0.0
+    excess = (first_counts.float() - n / k) / (n / k)
+    prices = prices + scale * excess.clamp(-1.0, 1.0) / math.sqrt(iteration + 1)
+    return prices - prices.mean()
+
+
+def _centroid_step(embeddings, labels, centroids, batch_size, device):
+    """New centroids (mean of each cluster's points) and the inertia against the old ones."""
+    n, k = embeddings.shape[0], centroids.shape[0]
+    sums = torch.zeros(k, embeddings.shape[1], device=device)
+    sq_total = 0.0
+    for start, end in _batches(n, batch_size):
+        chunk = embeddings[start:end].to(device, torch.float32)
+        lab = labels[start:end]
+        sums.index_add_(0, lab, chunk)
+        sq_total += float(((chunk - centroids[lab]) ** 2).sum())
+    sizes = torch.bincount(labels, minlength=k).clamp_min(1).float()
+    return sums / sizes[:, None], sq_total / n
+
+
 def fit_balanced_kmeans(embeddings: torch.Tensor, k: int, seed: int = 0, iters: int = 25, batch_size: int = 65536,
                         init_sample: int = 20000, tol: float = 1e-4, device: str | torch.device | None = None,
                         show_progress: bool = False) -> BalancedKMeansResult:
@@ -184,7 +233,6 @@ def fit_balanced_kmeans(embeddings: torch.Tensor, k: int, seed: int = 0, iters: 
     centroids = _kmeans_plus_plus(embeddings[sample_ids.to(embeddings.device)].to(device, torch.float32), k, generator)
     prices = torch.zeros(k, device=device)
     labels = torch.full((n,), -1, dtype=torch.long, device=device)
-    base = n // k
     iterator = range(iters)
     if show_progress:
         from tqdm.auto import tqdm
@@ -194,42 +242,12 @@ def fit_balanced_kmeans(embeddings: torch.Tensor, k: int, seed: int = 0, iters: 
     inertia = float("nan")
     for it in iterator:
         iterations = it + 1
-        centroid_sq = (centroids**2).sum(1)
-        bests, margins = [], []
-        for start, end in _batches(n, batch_size):
-            chunk = embeddings[start:end].to(device, torch.float32)
-            b, _, m = _priced_top2(chunk, centroids, centroid_sq, prices)
-            bests.append(b)
-            margins.append(m)
-        best, margin = torch.cat(bests), torch.cat(margins)
-        new_labels = torch.full_like(labels, -1)
-        capacity = torch.full((k,), base, dtype=torch.long, device=device)
-        all_ids = torch.arange(n, device=device)
-        first_counts = _greedy_fill(embeddings, all_ids, capacity, centroids, centroid_sq, prices, batch_size,
-                                    device, new_labels, first_proposals=(best, margin))
-        leftover = (new_labels < 0).nonzero().squeeze(1)
-        if leftover.numel():
-            _greedy_fill(embeddings, leftover, torch.ones(k, dtype=torch.long, device=device), centroids,
-                         centroid_sq, prices, batch_size, device, new_labels)
+        new_labels, best_margin, first_counts = _balanced_assignment(embeddings, centroids, prices, batch_size,
+                                                                     device)
         changed = int((new_labels != labels).sum())
         labels = new_labels
-        # auction step: raise the price of over-subscribed clusters, lower it for under-subscribed ones
-        finite = margin[torch.isfinite(margin)]
-        scale = float(finite.median()) if finite.numel() else 0.0
-        excess = (first_counts.float() - n / k) / (n / k)
-        prices = prices + scale * excess.clamp(-1.0, 1.0) / math.sqrt(it + 1)
-        prices = prices - prices.mean()
-        # centroid update + inertia
-        sums = torch.zeros(k, embeddings.shape[1], device=device)
-        sq_total = 0.0
-        for start, end in _batches(n, batch_size):
-            chunk = embeddings[start:end].to(device, torch.float32)
-            lab = labels[start:end]
-            sums.index_add_(0, lab, chunk)
-            sq_total += float(((chunk - centroids[lab]) ** 2).sum())
-        inertia = sq_total / n
-        sizes = torch.bincount(labels, minlength=k).clamp_min(1).float()
-        centroids = sums / sizes[:, None]
+        prices = _price_step(prices, best_margin, first_counts, n, it)
+        centroids, inertia = _centroid_step(embeddings, labels, centroids, batch_size, device)
         if changed <= tol * n:
             break
     return BalancedKMeansResult(labels=labels.cpu(), centroids=centroids.cpu(), inertia=inertia,
@@ -400,20 +418,22 @@ def cluster_cer(span_rows: Sequence[dict], cluster_of_doc: dict[str, int]) -> di
     return {c: float(np.mean(v)) for c, v in values.items()}
 
 
-def score_clusters(model, processor, documents_by_cluster: dict[int, list[dict]], batch_size: int = 4,
-                   max_length: int | None = 1024, progress: bool = True) -> dict[int, float]:
-    """M(c) per cluster with :func:`trainers.diagnostics.misalignment` (the M the trainer logs), every span with
-    audio heard (``speech_policy="all"``; the collator keeps the last span as text) so each probe measures the
-    speech context. Clusters without a probe document that has audio are left out."""
+class MisalignmentScorer(Protocol):
+    """What selection needs of a model: M (paper Eq. 2) on a list of span documents ``{"id", "spans"}``.
+    ``trainers.diagnostics.MisalignmentProbe`` is the implementation on a SALAD checkpoint."""
+
+    def misalignment(self, documents: Sequence[dict]) -> float: ...
+
+
+def score_clusters(scorer: MisalignmentScorer, documents_by_cluster: dict[int, list[dict]],
+                   progress: bool = True) -> dict[int, float]:
+    """M(c) per cluster from ``scorer`` on the cluster's probe documents; clusters without a probe document that
+    has audio are left out."""
     from tqdm.auto import tqdm
 
-    from trainers.collator import SpanDocumentCollator
-    from trainers.diagnostics import misalignment
-
-    collator = SpanDocumentCollator(processor, max_length=max_length, speech_policy="all", seed=0)
     scores: dict[int, float] = {}
     for c in tqdm(sorted(documents_by_cluster), desc="misalignment per cluster", disable=not progress):
         docs = [d for d in documents_by_cluster[c] if any(s.get("audio") is not None for s in d["spans"])]
         if docs:
-            scores[c] = float(misalignment(model, processor, docs, collator=collator, batch_size=batch_size))
+            scores[c] = float(scorer.misalignment(docs))
     return scores

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import uuid
@@ -26,6 +27,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
+
+from spans.files import atomic_write_bytes
 
 __all__ = ["resolve_embedding_model", "EmbeddingCache", "TextEmbedder", "embed_texts", "MODEL_ALIASES"]
 
@@ -149,10 +152,9 @@ class EmbeddingCache:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         stem = self.folder / f"shard-{uuid.uuid4().hex}"
         for suffix, arr in ((".vecs.npy", vectors), (".keys.npy", keys_arr)):  # keys last: they mark completeness
-            tmp = Path(str(stem) + suffix + ".tmp")
-            with open(tmp, "wb") as fh:
-                np.save(fh, arr)
-            os.replace(tmp, Path(str(stem) + suffix))
+            buffer = io.BytesIO()
+            np.save(buffer, arr)
+            atomic_write_bytes(Path(str(stem) + suffix), buffer.getvalue())
         self._add_shard(keys_arr, vectors)
 
 
@@ -185,6 +187,11 @@ class TextEmbedder:
         self.cache = EmbeddingCache(cache_dir, namespace) if cache_dir is not None else None
         self._model = None
         self._tokenizer = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Everything that determines a text's vector: model, its weights' files, pooling, length, prefix."""
+        return self._salt
 
     def _default_max_length(self) -> int:
         cfg = Path(self.load_from) / "sentence_bert_config.json"
