@@ -133,3 +133,11 @@ def test_training_callback_logs_metrics_every_n_steps_and_keeps_train_mode():
     assert logged == []  # already evaluated at this step
     callback.on_train_end(None, SimpleNamespace(global_step=3), control)
     assert logged and logged[0]["speech_acc"] == metrics["speech_acc"]  # same weights, same (cached) inputs
+
+
+def test_cascade_needs_an_explicit_asr_model(tmp_path, checkpoint):
+    ckpt, _ = checkpoint
+    bench = tmp_path / "b.jsonl"
+    write_jsonl(bench, items(4))
+    with pytest.raises(SystemExit, match="--asr-model"):
+        main(["--model", str(ckpt), "--benchmark", str(bench), "--modes", "cascade", "--output", str(tmp_path / "o")])

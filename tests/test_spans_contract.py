@@ -67,6 +67,18 @@ def test_no_import_cycle_between_top_level_packages():
     assert [room for room in graph if reaches(room, room)] == []
 
 
+def test_library_whisper_defaults_are_explicit_arguments():
+    from datasets_scripts.asr_check import WhisperTranscriber, cer_by_group
+    from datasets_scripts.synth_cli import build_parser
+
+    with pytest.raises(ValueError, match="model_path"):
+        WhisperTranscriber()
+    with pytest.raises(ValueError, match="transcriber"):
+        cer_by_group([{"g": 0, "text": "x", "audio": {"array": sine(0.1), "sampling_rate": 16000}}], "g")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--input", "x", "--output", "y", "--tts", "flite", "--cer-check"])
+
+
 # ----------------------------------------------------------------------------------------- encoder-state cache
 def test_a_different_encoder_does_not_read_the_first_encoders_states(tmp_path):
     first, processor = make_tiny_salad(audio_padding="none", seed=0)
