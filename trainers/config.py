@@ -10,6 +10,7 @@ __all__ = ["DistillationConfig", "ModelArguments", "DataArguments", "TEACHER_MOD
 
 TEACHER_MODES = ("frozen_copy", "base", "shared")
 TRAINABLE_CHOICES = ("adapter", "adapter+llm", "adapter+lora", "llm")
+KD_IMPLEMENTATIONS = ("fused", "liger", "materialized")
 
 
 @dataclass
@@ -25,9 +26,13 @@ class DistillationConfig(SFTConfig):
                                                        "1 = KL(student || teacher)."})
     temperature: float = field(default=1.0, metadata={"help": "Softmax temperature of the distillation loss "
                                                               "(loss is scaled by temperature**2)."})
-    kd_chunk_size: int | None = field(default=1024, metadata={"help": "Positions per chunk of the KL computation, "
-                                                                      "bounding its float32 memory; 0/None = one "
-                                                                      "chunk (naive)."})
+    kd_chunk_size: int | None = field(default=128, metadata={"help": "Positions per chunk of the loss: the "
+                                                                     "[chunk, vocabulary] float32 logits alive at a "
+                                                                     "time; 0/None = one chunk (naive)."})
+    kd_implementation: str = field(default="fused", metadata={
+        "help": "'fused' (the LM heads applied to the final hidden states chunk by chunk inside the loss: no "
+                "[positions, vocabulary] logits), 'liger' (Liger-Kernel's fused linear JSD; CUDA and alpha=1 "
+                "only) or 'materialized' (logits at the distilled positions, then the loss)."})
     teacher: str | None = field(default=None, metadata={
         "help": "'frozen_copy' (a frozen copy of the initial LLM; needed when the LLM is fully fine-tuned, as in "
                 "the paper), 'base' (the LLM with its LoRA adapters disabled), 'shared' (the student's own LLM, "
@@ -88,6 +93,10 @@ class DistillationConfig(SFTConfig):
             raise ValueError(f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
         if self.kd_chunk_size is not None and self.kd_chunk_size < 1:
             raise ValueError(f"kd_chunk_size must be >= 1 or 0/None, got {self.kd_chunk_size}")
+        if self.kd_implementation not in KD_IMPLEMENTATIONS:
+            raise ValueError(f"kd_implementation must be one of {KD_IMPLEMENTATIONS}, got {self.kd_implementation!r}")
+        if self.kd_implementation == "liger" and self.alpha != 1.0:
+            raise ValueError("kd_implementation='liger' computes the distillation term only; it needs alpha=1")
         if self.diagnostics_steps < 0:
             raise ValueError("diagnostics_steps must be >= 0")
 
