@@ -5,10 +5,11 @@
     python benchmarks/distill_throughput.py --part loss --loss_vocab 152064 --loss_positions 2048
 
 Part "trainers": the same tiny text-only KD workload and batch through
-  (a) trainers.DistillationTrainer (SALAD; logits only at distilled positions, chunked KL), and
+  (a) trainers.DistillationTrainer (SALAD; the fused KD from hidden states at the distilled positions), and
   (b) TRL's GKDTrainer (trl.experimental.gkd, lmbda=0, beta=0: off-policy forward KL on the same tokens),
-both with a frozen teacher copy and the same student LLM; tokens/s and peak memory (each run in its own process;
-peak RSS on CPU, torch.cuda.max_memory_allocated on CUDA).
+both with a frozen teacher copy and the same student LLM, in ONE process: ``--rounds`` rounds, each timing a fresh
+ours then a fresh GKD trainer back to back (so both see the same machine load); the ratio is of the medians.
+``--threads`` sets torch's thread count (0 = torch's default). ``--profile`` prints where ours spends its time.
 Part "loss": distillation_loss forward+backward at vocab x positions, chunked vs naive (one chunk): peak memory
 above the inputs and time.
 """
@@ -48,7 +49,7 @@ def _text_rows(n: int, repeat: int):
     return [{"id": f"t{i}", "text": " ".join([TEXTS[i % len(TEXTS)]] * repeat)} for i in range(n)]
 
 
-def run_ours(args) -> dict:
+def build_ours(args):
     import datasets
     import torch
 
@@ -64,11 +65,10 @@ def run_ours(args) -> dict:
                                 kd_chunk_size=args.chunk, logging_steps=1, save_strategy="no", report_to="none",
                                 use_cpu=args.device == "cpu", bf16=False, max_length=None, disable_tqdm=True,
                                 lr_scheduler_type="constant", seed=0)
-    trainer = DistillationTrainer(model=model, args=config, train_dataset=dataset, processing_class=processor)
-    return _timed_train(trainer, args, lambda batch: int(batch["attention_mask"].sum()))
+    return DistillationTrainer(model=model, args=config, train_dataset=dataset, processing_class=processor)
 
 
-def run_gkd(args) -> dict:
+def build_gkd(args):
     import copy
 
     import datasets
@@ -91,24 +91,53 @@ def run_gkd(args) -> dict:
                        learning_rate=1e-4, lmbda=0.0, beta=0.0, seq_kd=False, logging_steps=1, save_strategy="no",
                        report_to="none", use_cpu=args.device == "cpu", bf16=False, max_length=None,
                        disable_tqdm=True, lr_scheduler_type="constant", seed=0)
-    trainer = GKDTrainer(model=student, teacher_model=teacher, args=config, train_dataset=dataset,
-                         processing_class=tokenizer, data_collator=collate)
-    return _timed_train(trainer, args, lambda batch: int(batch["attention_mask"].sum()))
+    return GKDTrainer(model=student, teacher_model=teacher, args=config, train_dataset=dataset,
+                      processing_class=tokenizer, data_collator=collate)
+
+
+def run_trainers(args) -> dict:
+    """Both trainers in this process, alternating, ``args.rounds`` times; medians and their ratio."""
+    import statistics
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runs = {"ours": [], "gkd": []}
+    load_before = open("/proc/loadavg").read().split()[:3]
+    for _ in range(args.rounds):
+        for name, build in (("ours", build_ours), ("gkd", build_gkd)):
+            runs[name].append(_timed_train(build(args), args, lambda batch: int(batch["attention_mask"].sum())))
+    result = {name: {"tokens": rows[0]["tokens"],
+                     "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows),
+                     "all_tokens_per_s": [r["tokens_per_s"] for r in rows]} for name, rows in runs.items()}
+    result["speedup"] = round(result["ours"]["tokens_per_s"] / result["gkd"]["tokens_per_s"], 3)
+    result["threads"] = torch.get_num_threads()
+    result["loadavg_before_after"] = [load_before, open("/proc/loadavg").read().split()[:3]]
+    return result
+
+
+def profile_ours(args) -> str:
+    """torch.profiler table of one training run of ours (after a warm-up run)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    _timed_train(build_ours(args), args, lambda batch: int(batch["attention_mask"].sum()))
+    trainer = build_ours(args)
+    with profile(activities=[ProfilerActivity.CPU]) as prof, record_function("train"):
+        trainer.train()
+    return prof.key_averages().table(sort_by="cpu_time_total", row_limit=40)
 
 
 def _timed_train(trainer, args, count_tokens) -> dict:
-    import torch
-
     loader = trainer.get_train_dataloader()
     tokens = sum(count_tokens(batch) for _, batch in zip(range(args.steps), loader))
-    if args.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda" else _peak_rss_mb()
-    return {"tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1),
-            "peak_mb": round(peak, 1)}
+    return {"tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1)}
 
 
 def run_loss(args) -> dict:
@@ -153,7 +182,10 @@ def _subprocess(extra: list[str]) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["all", "trainers", "loss"], default="all")
-    parser.add_argument("--child", choices=["ours", "gkd", "loss"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["loss"], help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating ours/GKD rounds (part trainers)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
+    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of ours and exit")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=8)
@@ -167,18 +199,17 @@ def main(argv=None):
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     if args.child:
-        result = {"ours": run_ours, "gkd": run_gkd, "loss": run_loss}[args.child](args)
+        result = run_loss(args)
         print(json.dumps(result))
         return result
 
+    if args.profile:
+        print(profile_ours(args))
+        return None
     common = ["--device", args.device]
     results = {}
     if args.part in ("all", "trainers"):
-        shared = common + ["--steps", str(args.steps), "--batch", str(args.batch), "--repeat", str(args.repeat),
-                           "--vocab", str(args.vocab), "--chunk", str(args.chunk)]
-        results["ours"] = _subprocess(["--child", "ours", *shared])
-        results["gkd"] = _subprocess(["--child", "gkd", *shared])
-        results["speedup"] = round(results["ours"]["tokens_per_s"] / results["gkd"]["tokens_per_s"], 2)
+        results["trainers"] = run_trainers(args)
     if args.part in ("all", "loss"):
         shared = common + ["--loss_vocab", str(args.loss_vocab), "--loss_positions", str(args.loss_positions),
                            "--loss_dtype", args.loss_dtype]

@@ -248,6 +248,38 @@ def _matmul_dtype(weight: torch.Tensor) -> torch.dtype:
     return weight.dtype
 
 
+def _row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-row inner products of two [c, V] tensors, without a [c, V] temporary."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).reshape(-1)
+
+
+def _student_chunk(zs: torch.Tensor, zt: torch.Tensor, beta: float, tau: float, need_grad: bool):
+    """One chunk [c, V]: summed divergence (τ² included) and its gradient w.r.t. the student logits only.
+
+    The same values as :func:`_chunk_value_and_grads` at the endpoints β ∈ {0, 1} with fewer [c, V] passes and
+    buffers (the loss is memory-bound on CPU); the mixture (0 < β < 1) goes through it.
+    """
+    if 0.0 < beta < 1.0:
+        value, grad, _ = _chunk_value_and_grads(zs, zt, beta, tau, need_grad, False)
+        return value, grad
+    dtype = _compute_dtype(zs.dtype)
+    s = F.log_softmax(zs.to(dtype) if tau == 1.0 else zs.to(dtype) / tau, dim=-1)
+    t = F.log_softmax(zt.to(dtype) if tau == 1.0 else zt.to(dtype) / tau, dim=-1)
+    if beta == 0.0:  # KL(p ‖ q): value Σ p (t − s), gradient τ (q − p)
+        p = t.exp()
+        value = (_row_dots(p, t) - _row_dots(p, s)).sum()
+        grad = s.exp_().sub_(p) if need_grad else None
+    else:  # KL(q ‖ p): value Σ q (s − t), gradient τ q (g − Σ q g) with g = s − t
+        q = s.exp()
+        g = s.sub_(t)
+        rows = _row_dots(q, g)
+        value = rows.sum()
+        grad = g.sub_(rows.unsqueeze(1)).mul_(q) if need_grad else None
+    if grad is not None and tau != 1.0:
+        grad.mul_(tau)
+    return value * tau ** 2, grad
+
+
 def _chunk_nll_and_grad(logits: torch.Tensor, targets: torch.Tensor, need_grad: bool):
     """Summed cross-entropy of a chunk [c, V] and its gradient w.r.t. the logits (float32)."""
     log_probs = F.log_softmax(logits.to(_compute_dtype(logits.dtype)), dim=-1)
@@ -319,7 +351,7 @@ def _fused_chunk(hidden, heads, teacher_hidden, targets, rows, alpha, beta, tau,
     grad = None
     if alpha > 0:
         teacher_logits = teacher_hidden[rows].to(teacher_weight.dtype) @ teacher_weight.t()
-        value, grad_kd, _ = _chunk_value_and_grads(logits, teacher_logits, beta, tau, need_grad, False)
+        value, grad_kd = _student_chunk(logits, teacher_logits, beta, tau, need_grad)
         del teacher_logits
         sums[0] += value
         if need_grad:
