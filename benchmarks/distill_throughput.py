@@ -60,11 +60,12 @@ def build_ours(args):
     rows = [{"id": r["id"], "spans": [{"text": r["text"], "audio": None}], "replay": True}
             for r in _text_rows(args.batch * args.steps, args.repeat)]
     dataset = datasets.Dataset.from_list(rows)
-    config = DistillationConfig(output_dir="/tmp/bench-ours", max_steps=args.steps, per_device_train_batch_size=args.batch,
-                                learning_rate=1e-4, trainable="adapter+llm", teacher="frozen_copy", beta=0.0,
-                                kd_chunk_size=args.chunk, logging_steps=1, save_strategy="no", report_to="none",
-                                use_cpu=args.device == "cpu", bf16=False, max_length=None, disable_tqdm=True,
-                                lr_scheduler_type="constant", seed=0)
+    config = DistillationConfig(output_dir="/tmp/bench-ours", max_steps=args.steps,
+                                per_device_train_batch_size=args.batch, learning_rate=1e-4, trainable="adapter+llm",
+                                teacher="frozen_copy", beta=0.0, kd_chunk_size=args.chunk,
+                                kd_implementation=args.kd_implementation, logging_steps=1, save_strategy="no",
+                                report_to="none", use_cpu=args.device == "cpu", bf16=False, max_length=None,
+                                disable_tqdm=True, lr_scheduler_type="constant", seed=0)
     return DistillationTrainer(model=model, args=config, train_dataset=dataset, processing_class=processor)
 
 
@@ -183,6 +184,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["all", "trainers", "loss"], default="all")
     parser.add_argument("--child", choices=["loss"], help=argparse.SUPPRESS)
+    parser.add_argument("--kd_implementation", default="fused", choices=["fused", "materialized"],
+                        help="our trainer's KD path (part trainers)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating ours/GKD rounds (part trainers)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of ours and exit")
