@@ -115,6 +115,10 @@ class DistillationTrainer(SFTTrainer):
                          eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks, **kwargs)
         # Makes Trainer count the distilled positions (labels != -100) over all micro-batches and processes.
         self.model_accepts_loss_kwargs = True
+        if args.kd_implementation != "materialized" and self._shards_parameters():
+            raise ValueError("the fused distillation loss reads the LM heads' weights outside the model's forward, "
+                             "where FSDP and DeepSpeed ZeRO-3 hold only a shard; set kd_implementation='materialized' "
+                             "with them")
         self.teacher_model = None
         if teacher_model is not None:
             teacher_model.requires_grad_(False).eval()
@@ -162,6 +166,12 @@ class DistillationTrainer(SFTTrainer):
         teacher = AutoModelForCausalLM.from_pretrained(self.teacher_mode, dtype=lm.dtype)
         self._check_teacher_vocab(teacher, processor, model, path=self.teacher_mode)
         return teacher
+
+    def _shards_parameters(self) -> bool:
+        if self.is_fsdp_enabled:
+            return True
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None) if self.is_deepspeed_enabled else None
+        return plugin is not None and plugin.zero_stage == 3
 
     @staticmethod
     def _check_kd_implementation(model, teacher_model, args):
