@@ -232,3 +232,20 @@ def test_fused_validation_errors():
         fused_salad_objective(hidden, weight, teacher_hidden, teacher_weight, chunk_size=0)
     with pytest.raises(ValueError, match="CUDA"):
         liger_distillation_loss(hidden, weight, teacher_hidden, teacher_weight)
+
+
+def test_fused_under_autocast_runs_the_heads_in_bf16_and_keeps_fp32_gradients():
+    from trainers.losses import fused_salad_objective
+
+    hidden, weight, teacher_hidden, teacher_weight, targets, mask = _heads(seed=8, positions=20, vocab=101,
+                                                                           teacher_vocab=100)
+
+    def loss_fn(h, w):
+        return fused_salad_objective(h, w, teacher_hidden, teacher_weight, targets, mask, chunk_size=6)[0]
+
+    reference = _value_and_grads(loss_fn, hidden, weight)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = _value_and_grads(loss_fn, hidden, weight)
+    assert got[1].dtype == torch.float32 and got[2].dtype == torch.float32
+    for a, b in zip(got, reference):
+        assert torch.isfinite(a).all() and (a - b).norm() / b.norm() < 0.05
