@@ -9,7 +9,8 @@ Part "trainers": the same tiny text-only KD workload and batch through
   (b) TRL's GKDTrainer (trl.experimental.gkd, lmbda=0, beta=0: off-policy forward KL on the same tokens),
 both with a frozen teacher copy and the same student LLM, in ONE process: ``--rounds`` rounds, each timing a fresh
 ours then a fresh GKD trainer back to back (so both see the same machine load); the ratio is of the medians.
-``--threads`` sets torch's thread count (0 = torch's default). ``--profile`` prints where ours spends its time.
+``--threads`` sets torch's thread count (0 = torch's default). ``--profile`` prints where each trainer spends its
+time (collator, teacher forward, student forward, loss, backward, optimizer and the rest; wall seconds of one run).
 Part "loss": distillation_loss forward+backward at vocab x positions, chunked vs naive (one chunk): peak memory
 above the inputs and time.
 """
@@ -118,27 +119,57 @@ def run_trainers(args) -> dict:
     return result
 
 
-def profile_ours(args) -> str:
-    """torch.profiler table of one training run of ours (after a warm-up run)."""
+def _timed(phases: dict, label: str, fn):
+    def wrapper(*a, **k):
+        start = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            phases[label] = phases.get(label, 0.0) + time.perf_counter() - start
+    return wrapper
+
+
+def _phase_split(trainer, wrap: list[tuple[object, str, str]], derive) -> dict:
+    """Seconds per phase of one ``trainer.train()``: each (owner, attribute, label) is timed, ``derive`` maps
+    the raw totals to exclusive phases."""
+    phases: dict[str, float] = {}
+    for owner, name, label in wrap:
+        setattr(owner, name, _timed(phases, label, getattr(owner, name)))
+    start = time.perf_counter()
+    trainer.train()
+    phases["train"] = time.perf_counter() - start
+    split = derive(phases)
+    return {k: round(v, 2) for k, v in split.items()} | {"share_of_train": {
+        k: round(v / phases["train"], 3) for k, v in split.items() if k != "train"}}
+
+
+def profile_phases(args) -> dict:
+    """Where each trainer's time goes: collator, teacher forward, student forward, loss, backward, the rest."""
     import torch
-    from torch.profiler import ProfilerActivity, profile, record_function
+
+    import trainers.trainer as ours_module
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    _timed_train(build_ours(args), args, lambda batch: int(batch["attention_mask"].sum()))
-    trainer = build_ours(args)
-    with profile(activities=[ProfilerActivity.CPU]) as prof, record_function("train"):
-        trainer.train()
-    return prof.key_averages().table(sort_by="cpu_time_total", row_limit=40)
-
-
-def _timed_train(trainer, args, count_tokens) -> dict:
-    loader = trainer.get_train_dataloader()
-    tokens = sum(count_tokens(batch) for _, batch in zip(range(args.steps), loader))
-    start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
-    return {"tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1)}
+    ours = build_ours(args)
+    ours_split = _phase_split(ours, [
+        (ours, "data_collator", "collator"), (ours, "teacher_hidden", "teacher"),
+        (ours_module, "hidden_at_positions", "forwards"), (ours_module, "fused_salad_objective", "loss"),
+        (ours, "compute_loss", "compute_loss"), (ours, "training_step", "training_step")],
+        lambda p: {"collator": p.get("collator", 0), "teacher_fwd": p["teacher"],
+                   "student_fwd": p["forwards"] - p["teacher"], "loss (fused, with its gradients)": p["loss"],
+                   "student_bwd": p["training_step"] - p["compute_loss"],
+                   "optimizer+other": p["train"] - p["training_step"] - p.get("collator", 0), "train": p["train"]})
+    gkd = build_gkd(args)
+    gkd_split = _phase_split(gkd, [
+        (gkd, "data_collator", "collator"), (gkd.teacher_model, "forward", "teacher"),
+        (gkd.model, "forward", "student"), (gkd, "generalized_jsd_loss", "loss"),
+        (gkd, "compute_loss", "compute_loss"), (gkd, "training_step", "training_step")],
+        lambda p: {"collator": p.get("collator", 0), "teacher_fwd": p["teacher"], "student_fwd": p["student"],
+                   "loss (forward only)": p["loss"], "student_bwd (incl. the loss's)": p["training_step"] - p["compute_loss"],
+                   "optimizer+other": p["train"] - p["training_step"] - p.get("collator", 0), "train": p["train"]})
+    return {"ours": ours_split, "gkd": gkd_split, "threads": torch.get_num_threads(),
+            "loadavg": open("/proc/loadavg").read().split()[:3]}
 
 
 def run_loss(args) -> dict:
@@ -188,7 +219,7 @@ def main(argv=None):
                         help="our trainer's KD path (part trainers)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating ours/GKD rounds (part trainers)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
-    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of ours and exit")
+    parser.add_argument("--profile", action="store_true", help="print each trainer's time per phase and exit")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=8)
@@ -207,7 +238,7 @@ def main(argv=None):
         return result
 
     if args.profile:
-        print(profile_ours(args))
+        print(json.dumps(profile_phases(args), indent=2))
         return None
     common = ["--device", args.device]
     results = {}
