@@ -5,10 +5,12 @@
     python benchmarks/distill_throughput.py --part loss --loss_vocab 152064 --loss_positions 2048
 
 Part "trainers": the same tiny text-only KD workload and batch through
-  (a) trainers.DistillationTrainer (SALAD; logits only at distilled positions, chunked KL), and
+  (a) trainers.DistillationTrainer (SALAD; the fused KD from hidden states at the distilled positions), and
   (b) TRL's GKDTrainer (trl.experimental.gkd, lmbda=0, beta=0: off-policy forward KL on the same tokens),
-both with a frozen teacher copy and the same student LLM; tokens/s and peak memory (each run in its own process;
-peak RSS on CPU, torch.cuda.max_memory_allocated on CUDA).
+both with a frozen teacher copy and the same student LLM, in ONE process: ``--rounds`` rounds, each timing a fresh
+ours then a fresh GKD trainer back to back (so both see the same machine load); the ratio is of the medians.
+``--threads`` sets torch's thread count (0 = torch's default). ``--profile`` prints where each trainer spends its
+time (collator, teacher forward, student forward, loss, backward, optimizer and the rest; wall seconds of one run).
 Part "loss": distillation_loss forward+backward at vocab x positions, chunked vs naive (one chunk): peak memory
 above the inputs and time.
 """
@@ -48,7 +50,7 @@ def _text_rows(n: int, repeat: int):
     return [{"id": f"t{i}", "text": " ".join([TEXTS[i % len(TEXTS)]] * repeat)} for i in range(n)]
 
 
-def run_ours(args) -> dict:
+def build_ours(args):
     import datasets
     import torch
 
@@ -59,16 +61,16 @@ def run_ours(args) -> dict:
     rows = [{"id": r["id"], "spans": [{"text": r["text"], "audio": None}], "replay": True}
             for r in _text_rows(args.batch * args.steps, args.repeat)]
     dataset = datasets.Dataset.from_list(rows)
-    config = DistillationConfig(output_dir="/tmp/bench-ours", max_steps=args.steps, per_device_train_batch_size=args.batch,
-                                learning_rate=1e-4, trainable="adapter+llm", teacher_mode="frozen_copy", beta=0.0,
-                                kd_chunk_size=args.chunk, logging_steps=1, save_strategy="no", report_to="none",
-                                use_cpu=args.device == "cpu", bf16=False, max_length=None, disable_tqdm=True,
-                                lr_scheduler_type="constant", seed=0)
-    trainer = DistillationTrainer(model=model, args=config, train_dataset=dataset, processing_class=processor)
-    return _timed_train(trainer, args, lambda batch: int(batch["attention_mask"].sum()))
+    config = DistillationConfig(output_dir="/tmp/bench-ours", max_steps=args.steps,
+                                per_device_train_batch_size=args.batch, learning_rate=1e-4, trainable="adapter+llm",
+                                teacher_mode="frozen_copy", beta=0.0, kd_chunk_size=args.chunk,
+                                kd_implementation=args.kd_implementation, logging_steps=1, save_strategy="no",
+                                report_to="none", use_cpu=args.device == "cpu", bf16=False, max_length=None,
+                                disable_tqdm=True, lr_scheduler_type="constant", seed=0)
+    return DistillationTrainer(model=model, args=config, train_dataset=dataset, processing_class=processor)
 
 
-def run_gkd(args) -> dict:
+def build_gkd(args):
     import copy
 
     import datasets
@@ -91,24 +93,83 @@ def run_gkd(args) -> dict:
                        learning_rate=1e-4, lmbda=0.0, beta=0.0, seq_kd=False, logging_steps=1, save_strategy="no",
                        report_to="none", use_cpu=args.device == "cpu", bf16=False, max_length=None,
                        disable_tqdm=True, lr_scheduler_type="constant", seed=0)
-    trainer = GKDTrainer(model=student, teacher_model=teacher, args=config, train_dataset=dataset,
-                         processing_class=tokenizer, data_collator=collate)
-    return _timed_train(trainer, args, lambda batch: int(batch["attention_mask"].sum()))
+    return GKDTrainer(model=student, teacher_model=teacher, args=config, train_dataset=dataset,
+                      processing_class=tokenizer, data_collator=collate)
 
 
-def _timed_train(trainer, args, count_tokens) -> dict:
+def run_trainers(args) -> dict:
+    """Both trainers in this process, alternating, ``args.rounds`` times; medians and their ratio."""
+    import statistics
+
     import torch
 
-    loader = trainer.get_train_dataloader()
-    tokens = sum(count_tokens(batch) for _, batch in zip(range(args.steps), loader))
-    if args.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runs = {"ours": [], "gkd": []}
+    load_before = open("/proc/loadavg").read().split()[:3]
+    for _ in range(args.rounds):
+        for name, build in (("ours", build_ours), ("gkd", build_gkd)):
+            runs[name].append(_timed_train(build(args), args, lambda batch: int(batch["attention_mask"].sum())))
+    result = {name: {"tokens": rows[0]["tokens"],
+                     "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows),
+                     "all_tokens_per_s": [r["tokens_per_s"] for r in rows]} for name, rows in runs.items()}
+    result["speedup"] = round(result["ours"]["tokens_per_s"] / result["gkd"]["tokens_per_s"], 3)
+    result["threads"] = torch.get_num_threads()
+    result["loadavg_before_after"] = [load_before, open("/proc/loadavg").read().split()[:3]]
+    return result
+
+
+def _timed(phases: dict, label: str, fn):
+    def wrapper(*a, **k):
+        start = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            phases[label] = phases.get(label, 0.0) + time.perf_counter() - start
+    return wrapper
+
+
+def _phase_split(trainer, wrap: list[tuple[object, str, str]], derive) -> dict:
+    """Seconds per phase of one ``trainer.train()``: each (owner, attribute, label) is timed, ``derive`` maps
+    the raw totals to exclusive phases."""
+    phases: dict[str, float] = {}
+    for owner, name, label in wrap:
+        setattr(owner, name, _timed(phases, label, getattr(owner, name)))
     start = time.perf_counter()
     trainer.train()
-    seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda" else _peak_rss_mb()
-    return {"tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1),
-            "peak_mb": round(peak, 1)}
+    phases["train"] = time.perf_counter() - start
+    split = derive(phases)
+    return {k: round(v, 2) for k, v in split.items()} | {"share_of_train": {
+        k: round(v / phases["train"], 3) for k, v in split.items() if k != "train"}}
+
+
+def profile_phases(args) -> dict:
+    """Where each trainer's time goes: collator, teacher forward, student forward, loss, backward, the rest."""
+    import torch
+
+    import trainers.trainer as ours_module
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ours = build_ours(args)
+    ours_split = _phase_split(ours, [
+        (ours, "data_collator", "collator"), (ours, "teacher_hidden", "teacher"),
+        (ours_module, "hidden_at_positions", "forwards"), (ours_module, "fused_salad_objective", "loss"),
+        (ours, "compute_loss", "compute_loss"), (ours, "training_step", "training_step")],
+        lambda p: {"collator": p.get("collator", 0), "teacher_fwd": p["teacher"],
+                   "student_fwd": p["forwards"] - p["teacher"], "loss (fused, with its gradients)": p["loss"],
+                   "student_bwd": p["training_step"] - p["compute_loss"],
+                   "optimizer+other": p["train"] - p["training_step"] - p.get("collator", 0), "train": p["train"]})
+    gkd = build_gkd(args)
+    gkd_split = _phase_split(gkd, [
+        (gkd, "data_collator", "collator"), (gkd.teacher_model, "forward", "teacher"),
+        (gkd.model, "forward", "student"), (gkd, "generalized_jsd_loss", "loss"),
+        (gkd, "compute_loss", "compute_loss"), (gkd, "training_step", "training_step")],
+        lambda p: {"collator": p.get("collator", 0), "teacher_fwd": p["teacher"], "student_fwd": p["student"],
+                   "loss (forward only)": p["loss"], "student_bwd (incl. the loss's)": p["training_step"] - p["compute_loss"],
+                   "optimizer+other": p["train"] - p["training_step"] - p.get("collator", 0), "train": p["train"]})
+    return {"ours": ours_split, "gkd": gkd_split, "threads": torch.get_num_threads(),
+            "loadavg": open("/proc/loadavg").read().split()[:3]}
 
 
 def run_loss(args) -> dict:
@@ -153,7 +214,12 @@ def _subprocess(extra: list[str]) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["all", "trainers", "loss"], default="all")
-    parser.add_argument("--child", choices=["ours", "gkd", "loss"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["loss"], help=argparse.SUPPRESS)
+    parser.add_argument("--kd_implementation", default="fused", choices=["fused", "materialized"],
+                        help="our trainer's KD path (part trainers)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating ours/GKD rounds (part trainers)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
+    parser.add_argument("--profile", action="store_true", help="print each trainer's time per phase and exit")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=8)
@@ -167,18 +233,17 @@ def main(argv=None):
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     if args.child:
-        result = {"ours": run_ours, "gkd": run_gkd, "loss": run_loss}[args.child](args)
+        result = run_loss(args)
         print(json.dumps(result))
         return result
 
+    if args.profile:
+        print(json.dumps(profile_phases(args), indent=2))
+        return None
     common = ["--device", args.device]
     results = {}
     if args.part in ("all", "trainers"):
-        shared = common + ["--steps", str(args.steps), "--batch", str(args.batch), "--repeat", str(args.repeat),
-                           "--vocab", str(args.vocab), "--chunk", str(args.chunk)]
-        results["ours"] = _subprocess(["--child", "ours", *shared])
-        results["gkd"] = _subprocess(["--child", "gkd", *shared])
-        results["speedup"] = round(results["ours"]["tokens_per_s"] / results["gkd"]["tokens_per_s"], 2)
+        results["trainers"] = run_trainers(args)
     if args.part in ("all", "loss"):
         shared = common + ["--loss_vocab", str(args.loss_vocab), "--loss_positions", str(args.loss_positions),
                            "--loss_dtype", args.loss_dtype]

@@ -1,8 +1,10 @@
 """Stage I training-step throughput of SALAD at real shapes (random init, no downloads).
 
 One step as the distillation trainer runs it: frozen encoder (no_grad) -> adapter -> student LLM forward on mixed
-speech/text documents; teacher LLM forward on the all-text documents (no_grad); chunked KL at the positions whose
-next token is text (``trainers.losses.distillation_loss``); backward; AdamW step. bf16 autocast.
+speech/text documents; teacher LLM forward on the all-text documents (no_grad); KL at the positions whose next
+token is text, by default fused (``trainers.losses.fused_distillation_loss``: the final hidden states go through
+both LM heads chunk by chunk inside the loss; ``--kd-impl materialized``: logits, then
+``trainers.losses.distillation_loss``); backward; AdamW step. bf16 autocast.
 
     python benchmarks/train_throughput.py --model 3b --encoder mimi --seq-len 2048 --batch 4 --grad-ckpt
 
@@ -126,7 +128,9 @@ class StudentStep(nn.Module):
         super().__init__()
         self.salad = salad
 
-    def forward(self, input_ids, states, states_mask, kd_index, attention_mask=None, position_ids=None):
+    def forward(self, input_ids, states, states_mask, kd_index, attention_mask=None, position_ids=None, kd=None):
+        """Logits at ``kd_index``; with ``kd`` (the fused path: a callable of the student's hidden states and head
+        weight) its loss, computed inside the forward so that FSDP's unsharded weights are in place."""
         salad = self.salad
         placeholder = input_ids == salad.config.audio_token_id
         embeds = salad.get_input_embeddings()(input_ids.masked_fill(placeholder, 0))
@@ -135,13 +139,15 @@ class StudentStep(nn.Module):
             embeds = embeds.masked_scatter(placeholder.unsqueeze(-1), audio.to(embeds.dtype))
         hidden = salad.language_model.model(inputs_embeds=embeds, attention_mask=attention_mask,
                                             position_ids=position_ids, use_cache=False).last_hidden_state
+        if kd is not None:
+            return kd(hidden.flatten(0, 1)[kd_index], salad.language_model.lm_head.weight)
         return salad.language_model.lm_head(hidden.flatten(0, 1)[kd_index])
 
 
-def teacher_logits(teacher, input_ids, kd_index, attention_mask=None, position_ids=None):
+def teacher_logits(teacher, input_ids, kd_index, attention_mask=None, position_ids=None, hidden_only=False):
     hidden = teacher.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                            use_cache=False).last_hidden_state
-    return teacher.lm_head(hidden.flatten(0, 1)[kd_index])
+    return hidden.flatten(0, 1)[kd_index] if hidden_only else teacher.lm_head(hidden.flatten(0, 1)[kd_index])
 
 
 # --------------------------------------------------------------------------------------------- synthetic batches
@@ -371,32 +377,28 @@ class PhaseTimer:
         return _Phase()
 
 
-def load_distillation_loss():
-    """``trainers.losses.distillation_loss``; loaded from its file when the ``trainers`` package cannot be imported
-    (its ``__init__`` pulls in trl/datasets/pyarrow, which a bare GPU image may lack; losses.py needs torch only)."""
+def load_losses():
+    """``trainers.losses``; loaded from its file when the ``trainers`` package cannot be imported (its
+    ``__init__`` pulls in trl/datasets/pyarrow, which a bare GPU image may lack; losses.py needs torch only)."""
     try:
-        from trainers.losses import distillation_loss
+        from trainers import losses
+        return losses
     except ImportError:
         path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "trainers", "losses.py")
         spec = importlib.util.spec_from_file_location("salad_trainers_losses", path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
-        distillation_loss = module.distillation_loss
-    return distillation_loss
+        return module
 
 
 def train_step(batch: Batch, student, teacher, step_module, optimizer, args, timer: PhaseTimer):
-    distillation_loss = load_distillation_loss()
+    if args.kd_impl == "fused":
+        return fused_train_step(batch, student, teacher, step_module, optimizer, args, timer)
+    distillation_loss = load_losses().distillation_loss
     device_type = "cuda" if args.device.startswith("cuda") else "cpu"
     autocast = torch.autocast(device_type, dtype=torch.bfloat16)
-    with timer.phase("encoder"), torch.no_grad(), autocast:
-        if not batch.audio:
-            states = states_mask = None
-        elif args.precomputed_features:
-            states, states_mask = batch.audio["states"], batch.audio["mask"]
-        else:
-            states, states_mask = student.encode_audio(batch.audio["features"], batch.audio["features_mask"])
+    states, states_mask = encoder_states(batch, student, args, timer, autocast)
     s = batch.student
     with timer.phase("teacher"), torch.no_grad(), autocast:
         t_logits = teacher_logits(teacher, batch.teacher["input_ids"], batch.teacher["kd_index"],
@@ -413,6 +415,42 @@ def train_step(batch: Batch, student, teacher, step_module, optimizer, args, tim
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return float(loss.detach())
+
+
+def fused_train_step(batch: Batch, student, teacher, step_module, optimizer, args, timer: PhaseTimer):
+    """The step with ``trainers.losses.fused_distillation_loss``: the heads run inside the loss, chunk by chunk."""
+    losses = load_losses()
+    device_type = "cuda" if args.device.startswith("cuda") else "cpu"
+    autocast = torch.autocast(device_type, dtype=torch.bfloat16)
+    states, states_mask = encoder_states(batch, student, args, timer, autocast)
+    s = batch.student
+    with timer.phase("teacher"), torch.no_grad(), autocast:
+        t_hidden = teacher_logits(teacher, batch.teacher["input_ids"], batch.teacher["kd_index"],
+                                  batch.teacher.get("attention_mask"), batch.teacher.get("position_ids"),
+                                  hidden_only=True)
+
+    def kd(hidden, weight):
+        return losses.fused_distillation_loss(hidden, weight, t_hidden, teacher.lm_head.weight,
+                                              chunk_size=args.kd_chunk or None, num_items_in_batch=batch.stats["kd"])
+
+    with timer.phase("student_fwd+loss"), autocast:
+        loss = step_module(s["input_ids"], states, states_mask, s["kd_index"], s.get("attention_mask"),
+                           s.get("position_ids"), kd=kd)
+    with timer.phase("backward"):
+        loss.backward()
+    with timer.phase("optimizer"):
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def encoder_states(batch: Batch, student, args, timer: PhaseTimer, autocast):
+    with timer.phase("encoder"), torch.no_grad(), autocast:
+        if not batch.audio:
+            return None, None
+        if args.precomputed_features:
+            return batch.audio["states"], batch.audio["mask"]
+        return student.encode_audio(batch.audio["features"], batch.audio["features_mask"])
 
 
 def step_flops(batch: Batch, student, llm_shape, adapter_shape, args) -> dict[str, float]:
@@ -443,7 +481,7 @@ def describe(args) -> str:
     parts += [flag for flag, on in ((ckpt, args.grad_ckpt), ("compile", args.compile), ("packing", args.packing),
                                     ("precomputed", args.precomputed_features), ("fsdp", args.fsdp),
                                     ("cpu-offload", args.fsdp_cpu_offload)) if on]
-    parts.append(f"kd-chunk {args.kd_chunk or 'off'}")
+    parts.append(f"kd {args.kd_impl}, chunk {args.kd_chunk or 'off'}")
     parts.append(args.optim)
     return ", ".join(parts)
 
@@ -513,7 +551,9 @@ def parse_args(argv=None):
     parser.add_argument("--compile", action="store_true", help="torch.compile each decoder layer (regional)")
     parser.add_argument("--packing", action="store_true",
                         help="padding-free: several documents per row, position_ids reset per document")
-    parser.add_argument("--kd-chunk", type=int, default=1024, help="rows per KL chunk (0: unchunked)")
+    parser.add_argument("--kd-chunk", type=int, default=128, help="rows per KD chunk (0: unchunked)")
+    parser.add_argument("--kd-impl", choices=("fused", "materialized"), default="fused",
+                        help="fused: the LM heads inside the loss, chunk by chunk; materialized: logits, then the loss")
     parser.add_argument("--precomputed-features", action="store_true", help="feed frozen-encoder states directly")
     parser.add_argument("--optim", choices=("adamw", "adamw_8bit"), default="adamw")
     parser.add_argument("--param-dtype", choices=("fp32", "bf16"), default="fp32",

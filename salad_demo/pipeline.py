@@ -316,7 +316,8 @@ class DemoPipeline:
         atomic_write_text(output_dir / "log_history.json", json.dumps(history, indent=1))
         losses = [h["kd_loss"] for h in history if "kd_loss" in h]
         pre_decay = output_dir / "checkpoint-pre-decay"
-        return {"output_dir": str(output_dir), "steps": steps, "teacher": args.teacher,
+        teacher = args.teacher_model_name_or_path or args.teacher_mode
+        return {"output_dir": str(output_dir), "steps": steps, "teacher": teacher,
                 "pre_decay": str(pre_decay) if (pre_decay / "config.json").is_file() else None,
                 "first_kd_loss": losses[0] if losses else None, "last_kd_loss": losses[-1] if losses else None,
                 "log_history": str(output_dir / "log_history.json")}

@@ -117,3 +117,135 @@ def test_shared_vocabulary_drops_the_students_appended_ids_only():
     assert shared_vocabulary(teacher, teacher) is teacher
     with pytest.raises(ValueError, match="larger"):
         shared_vocabulary(teacher, student)
+
+
+# ------------------------------------------------------------------------------------------------ fused forms
+def _heads(seed, positions=13, width=8, teacher_width=6, vocab=21, teacher_vocab=20, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(2, positions, width, generator=g, dtype=dtype)
+    weight = torch.randn(vocab, width, generator=g, dtype=dtype)
+    teacher_hidden = torch.randn(2, positions, teacher_width, generator=g, dtype=dtype)
+    teacher_weight = torch.randn(teacher_vocab, teacher_width, generator=g, dtype=dtype)
+    targets = torch.randint(0, teacher_vocab, (2, positions), generator=g)
+    mask = torch.rand(2, positions, generator=g) > 0.3
+    return hidden, weight, teacher_hidden, teacher_weight, targets, mask
+
+
+def _materialized(hidden, weight, teacher_hidden, teacher_weight, targets, mask, alpha, beta, tau, items):
+    from trainers.losses import shared_vocabulary
+
+    teacher_logits = teacher_hidden @ teacher_weight.t()
+    student_logits = shared_vocabulary(hidden @ weight.t(), teacher_logits)
+    return salad_objective(student_logits, teacher_logits, targets, mask, alpha, beta, tau, items)[0]
+
+
+def _value_and_grads(fn, hidden, weight, *rest):
+    hidden, weight = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    loss = fn(hidden, weight, *rest)
+    (loss * 1.7).backward()
+    return loss.detach(), hidden.grad, weight.grad
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("tau", [1.0, 2.0])
+@pytest.mark.parametrize("alpha", [1.0, 0.4])
+def test_fused_equals_materialized_value_and_gradients(beta, tau, alpha):
+    """Shared vocabulary (teacher without the last id), a chunk (5) that does not divide the 2x13 positions."""
+    from trainers.losses import fused_salad_objective
+
+    hidden, weight, teacher_hidden, teacher_weight, targets, mask = _heads(seed=int(10 * beta + tau))
+
+    def fused(h, w, th, tw, tg, m, a, b, t, items):
+        return fused_salad_objective(h, w, th, tw, tg, m, a, b, t, items, chunk_size=5)[0]
+
+    args = (teacher_hidden, teacher_weight, targets, mask, alpha, beta, tau, 11)
+    expected = _value_and_grads(_materialized, hidden, weight, *args)
+    got = _value_and_grads(fused, hidden, weight, *args)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert got[1][~mask].abs().max() == 0  # masked positions: zero gradient
+    assert got[1][mask].abs().max() > 0
+
+
+def test_fused_chunk_sizes_and_one_chunk_agree():
+    from trainers.losses import fused_distillation_loss
+
+    hidden, weight, teacher_hidden, teacher_weight, _, mask = _heads(seed=4, positions=17)
+    results = [_value_and_grads(lambda h, w: fused_distillation_loss(h, w, teacher_hidden, teacher_weight, mask,
+                                                                       beta=0.3, chunk_size=chunk), hidden, weight)
+               for chunk in (None, 1, 4, 7, 1000)]
+    for other in results[1:]:
+        for a, b in zip(other, results[0]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_without_grad_and_without_teacher():
+    from trainers.losses import fused_salad_objective
+
+    hidden, weight, teacher_hidden, teacher_weight, targets, mask = _heads(seed=5)
+    with torch.no_grad():
+        loss, kd, nll = fused_salad_objective(hidden, weight, teacher_hidden, teacher_weight, targets, mask)
+    expected = _materialized(hidden, weight, teacher_hidden, teacher_weight, targets, mask, 1.0, 0.0, 1.0, None)
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    assert nll is None and torch.equal(kd, loss)
+    loss, kd, nll = fused_salad_objective(hidden, weight, None, None, targets, mask, alpha=0.0)
+    full = torch.nn.functional.cross_entropy((hidden @ weight.t())[mask], targets[mask])  # whole vocabulary
+    torch.testing.assert_close(loss, full)
+    assert kd is None
+
+
+def test_fused_bf16_is_numerically_safe():
+    """bf16 hidden states and heads with large logits: finite, and close to the float32 computation."""
+    from trainers.losses import fused_salad_objective
+
+    hidden, weight, teacher_hidden, teacher_weight, targets, mask = _heads(seed=6, positions=33, width=16,
+                                                                           teacher_width=16, vocab=301,
+                                                                           teacher_vocab=300)
+    hidden, teacher_hidden = hidden * 4, teacher_hidden * 4  # logits of magnitude ~100
+    reference = _value_and_grads(lambda h, w: fused_salad_objective(
+        h, w, teacher_hidden, teacher_weight, targets, mask, alpha=0.5, beta=0.5, chunk_size=8)[0], hidden, weight)
+    got = _value_and_grads(lambda h, w: fused_salad_objective(
+        h, w, teacher_hidden.bfloat16(), teacher_weight.bfloat16(), targets, mask, alpha=0.5, beta=0.5,
+        chunk_size=8)[0], hidden.bfloat16(), weight.bfloat16())
+    assert got[0].dtype == torch.bfloat16
+    for a, b in zip(got, reference):
+        assert torch.isfinite(a.float()).all()
+        relative = (a.float() - b).norm() / b.norm()
+        assert relative < 0.05, relative
+
+
+def test_fused_validation_errors():
+    from trainers.losses import fused_salad_objective, liger_distillation_loss
+
+    hidden, weight, teacher_hidden, teacher_weight, targets, mask = _heads(seed=7)
+    with pytest.raises(ValueError, match="teacher_hidden and teacher_weight"):
+        fused_salad_objective(hidden, weight, None, None, targets)
+    with pytest.raises(ValueError, match="larger"):
+        fused_salad_objective(hidden, weight[:5], teacher_hidden, teacher_weight)
+    with pytest.raises(ValueError, match="input size"):
+        fused_salad_objective(hidden, weight[:, :3], teacher_hidden, teacher_weight)
+    with pytest.raises(ValueError, match="targets"):
+        fused_salad_objective(hidden, weight, teacher_hidden, teacher_weight, alpha=0.5)
+    with pytest.raises(ValueError, match="mask shape"):
+        fused_salad_objective(hidden, weight, teacher_hidden, teacher_weight, mask=mask[:1])
+    with pytest.raises(ValueError, match="chunk_size"):
+        fused_salad_objective(hidden, weight, teacher_hidden, teacher_weight, chunk_size=0)
+    with pytest.raises(ValueError, match="CUDA"):
+        liger_distillation_loss(hidden, weight, teacher_hidden, teacher_weight)
+
+
+def test_fused_under_autocast_runs_the_heads_in_bf16_and_keeps_fp32_gradients():
+    from trainers.losses import fused_salad_objective
+
+    hidden, weight, teacher_hidden, teacher_weight, targets, mask = _heads(seed=8, positions=20, vocab=101,
+                                                                           teacher_vocab=100)
+
+    def loss_fn(h, w):
+        return fused_salad_objective(h, w, teacher_hidden, teacher_weight, targets, mask, chunk_size=6)[0]
+
+    reference = _value_and_grads(loss_fn, hidden, weight)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = _value_and_grads(loss_fn, hidden, weight)
+    assert got[1].dtype == torch.float32 and got[2].dtype == torch.float32
+    for a, b in zip(got, reference):
+        assert torch.isfinite(a).all() and (a - b).norm() / b.norm() < 0.05

@@ -47,7 +47,7 @@ def probe_batch(trainer, dataset):
 def test_two_steps_train_the_right_parts_and_the_teacher_never_drifts(tmp_path, dataset, trainable, teacher):
     model, processor = build_tiny_salad()
     args = make_args(tmp_path, trainable=trainable, lora_r=4)
-    assert args.teacher == teacher  # the default follows `trainable`
+    assert args.teacher_mode == teacher  # the default follows `trainable`
     trainer = DistillationTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
     batch = probe_batch(trainer, dataset)
     teacher_before = trainer.teacher_logits(batch["teacher_input_ids"], batch["teacher_attention_mask"],
@@ -213,7 +213,7 @@ def test_invalid_teacher_combinations_are_refused(tmp_path):
     with pytest.raises(ValueError, match="not both"):
         make_args(tmp_path, teacher_mode="shared", teacher_model_name_or_path="runs/base-llm")
     args = make_args(tmp_path, trainable="adapter+llm", teacher_model_name_or_path="runs/base-llm")
-    assert args.teacher_mode is None and args.teacher == "runs/base-llm"
+    assert args.teacher_mode is None and args.teacher_model_name_or_path == "runs/base-llm"
     assert make_args(tmp_path, trainable="adapter+lora").teacher_mode == "base"
     with pytest.raises(ValueError, match="trainable"):
         make_args(tmp_path, trainable="everything")
@@ -230,3 +230,64 @@ def test_text_only_batches_with_a_frozen_llm_step_without_error(tmp_path):
     trainer.train()
     assert len([h for h in trainer.state.log_history if "kd_loss" in h]) == 2
     assert not changed(before, model, "language_model.")
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_fused_default_equals_the_materialized_objective(tmp_path, dataset, alpha):
+    """The trainer's default reads hidden states; loss and every gradient equal the logits path's."""
+    model, processor = build_tiny_salad()
+    trainer = DistillationTrainer(model=model, args=make_args(tmp_path, trainable="adapter+llm", alpha=alpha,
+                                                              kd_chunk_size=7),
+                                  train_dataset=dataset, processing_class=processor)
+    assert trainer.args.kd_implementation == "fused"
+    batch = probe_batch(trainer, dataset)
+    results = []
+    for implementation in ("fused", "materialized"):
+        trainer.args.kd_implementation = implementation
+        model.zero_grad()
+        loss = trainer.compute_loss(model, batch, num_items_in_batch=int(batch["distill_mask"].sum()))
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (fused, fused_grads), (materialized, materialized_grads) = results
+    torch.testing.assert_close(fused, materialized, rtol=1e-5, atol=1e-6)
+    assert fused_grads.keys() == materialized_grads.keys()
+    assert any("lm_head" in n or "embed_tokens" in n for n in fused_grads)  # the head weight gets its gradient
+    for name in fused_grads:
+        torch.testing.assert_close(fused_grads[name], materialized_grads[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("llm", ["llama", "qwen2"])
+def test_final_hidden_states_times_the_head_are_the_logits(llm):
+    """The decoder output the fused loss reads is after the final norm, for the LLM families SALAD uses."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    from trainers.kd import hidden_at_positions, logits_at_positions, output_head_weight
+
+    config_cls = {"llama": LlamaConfig, "qwen2": Qwen2Config}[llm]
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config_cls(vocab_size=50, hidden_size=16, intermediate_size=32,
+                                                        num_hidden_layers=2, num_attention_heads=2,
+                                                        num_key_value_heads=1)).eval()
+    input_ids = torch.randint(0, 50, (2, 9))
+    positions = torch.tensor([[0, 3, 3, 8], [1, 2, 5, 7]])
+    with torch.no_grad():
+        hidden = hidden_at_positions(model, positions, input_ids=input_ids)
+        logits = logits_at_positions(model, positions, input_ids=input_ids)
+        full = model(input_ids=input_ids).logits
+    torch.testing.assert_close(hidden @ output_head_weight(model).t(), logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits, full.gather(1, positions.unsqueeze(-1).expand(-1, -1, 50)))
+
+
+def test_kd_implementation_choices_are_checked(tmp_path, dataset):
+    with pytest.raises(ValueError, match="kd_implementation"):
+        make_args(tmp_path, kd_implementation="fast")
+    with pytest.raises(ValueError, match="alpha=1"):
+        make_args(tmp_path, kd_implementation="liger", alpha=0.5)
+    model, processor = build_tiny_salad()
+    with pytest.raises(ValueError, match="CUDA"):
+        DistillationTrainer(model=model, args=make_args(tmp_path, kd_implementation="liger"),
+                            train_dataset=dataset, processing_class=processor)
+    model.language_model.lm_head = torch.nn.Linear(model.language_model.lm_head.in_features,
+                                                   model.language_model.lm_head.out_features, bias=True)
+    with pytest.raises(ValueError, match="bias-free"):
+        DistillationTrainer(model=model, args=make_args(tmp_path), train_dataset=dataset, processing_class=processor)

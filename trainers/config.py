@@ -11,6 +11,7 @@ __all__ = ["DistillationConfig", "ModelArguments", "DataArguments", "TEACHER_MOD
 TEACHER_MODES = ("frozen_copy", "base", "shared")
 _DEFAULT_TEACHER = {"adapter": "shared", "adapter+lora": "base", "adapter+llm": "frozen_copy", "llm": "frozen_copy"}
 TRAINABLE_CHOICES = ("adapter", "adapter+llm", "adapter+lora", "llm")
+KD_IMPLEMENTATIONS = ("fused", "liger", "materialized")
 
 
 @dataclass
@@ -26,9 +27,6 @@ class DistillationConfig(SFTConfig):
                                                        "1 = KL(student || teacher)."})
     temperature: float = field(default=1.0, metadata={"help": "Softmax temperature of the distillation loss "
                                                               "(loss is scaled by temperature**2)."})
-    kd_chunk_size: int | None = field(default=1024, metadata={"help": "Positions per chunk of the KL computation, "
-                                                                      "bounding its float32 memory; 0/None = one "
-                                                                      "chunk (naive)."})
     teacher_mode: str | None = field(default=None, metadata={
         "help": "Where the teacher comes from: 'frozen_copy' (a frozen copy of the initial LLM; needed when the "
                 "LLM is fully fine-tuned, as in the paper), 'base' (the LLM with its LoRA adapters disabled), "
@@ -38,6 +36,13 @@ class DistillationConfig(SFTConfig):
     teacher_model_name_or_path: str | None = field(default=None, metadata={
         "help": "A text LLM (folder or Hub id) with the student's tokenizer to use as the teacher instead of a "
                 "teacher_mode, e.g. the base LLM when a later stage starts from a checkpoint whose LLM has trained."})
+    kd_chunk_size: int | None = field(default=128, metadata={"help": "Positions per chunk of the loss: the "
+                                                                     "[chunk, vocabulary] float32 logits alive at a "
+                                                                     "time; 0/None = one chunk (naive)."})
+    kd_implementation: str = field(default="fused", metadata={
+        "help": "'fused' (the LM heads applied to the final hidden states chunk by chunk inside the loss: no "
+                "[positions, vocabulary] logits), 'liger' (Liger-Kernel's fused linear JSD; CUDA and alpha=1 "
+                "only) or 'materialized' (logits at the distilled positions, then the loss)."})
     trainable: str = field(default="adapter", metadata={
         "help": "What trains: 'adapter' (LLM frozen), 'adapter+llm' (full fine-tuning, paper), 'adapter+lora', or "
                 "'llm' (the whole LLM, adapter frozen: for an adapter that already maps speech into the LLM's "
@@ -87,6 +92,10 @@ class DistillationConfig(SFTConfig):
             raise ValueError(f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
         if self.kd_chunk_size is not None and self.kd_chunk_size < 1:
             raise ValueError(f"kd_chunk_size must be >= 1 or 0/None, got {self.kd_chunk_size}")
+        if self.kd_implementation not in KD_IMPLEMENTATIONS:
+            raise ValueError(f"kd_implementation must be one of {KD_IMPLEMENTATIONS}, got {self.kd_implementation!r}")
+        if self.kd_implementation == "liger" and self.alpha != 1.0:
+            raise ValueError("kd_implementation='liger' computes the distillation term only; it needs alpha=1")
         if self.diagnostics_steps < 0:
             raise ValueError("diagnostics_steps must be >= 0")
 
@@ -107,11 +116,6 @@ class DistillationConfig(SFTConfig):
             raise ValueError("teacher_mode='shared' needs a frozen LLM (trainable='adapter'); the teacher would drift")
         if self.teacher_mode == "base" and self.trainable != "adapter+lora":
             raise ValueError("teacher_mode='base' (LoRA disabled) needs trainable='adapter+lora'")
-
-    @property
-    def teacher(self) -> str:
-        """One string for the trainer: the teacher model's name or path when given, else the mode."""
-        return self.teacher_model_name_or_path or self.teacher_mode
 
 
 @dataclass

@@ -13,22 +13,10 @@ import contextlib
 
 import torch
 
+from .kd import logits_at_positions
 from .losses import distillation_loss, shared_vocabulary
 
-__all__ = ["logits_at_positions", "misalignment", "forgetting", "MisalignmentProbe"]
-
-
-def logits_at_positions(module, positions: torch.Tensor, **inputs) -> torch.Tensor:
-    """Run ``module(**inputs)`` computing logits only at the needed positions.
-
-    positions: long [B, K] indices into the sequence (padded entries may hold any valid index).
-    Returns [B, K, V]: row b, entry k = logits at position ``positions[b, k]`` of sequence b.
-    """
-    union = torch.unique(positions)  # sorted
-    outputs = module(**inputs, logits_to_keep=union.to(positions.device))
-    logits = outputs.logits  # [B, U, V]
-    index = torch.searchsorted(union, positions)
-    return logits.gather(1, index.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+__all__ = ["misalignment", "forgetting", "MisalignmentProbe"]
 
 
 @contextlib.contextmanager

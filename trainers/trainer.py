@@ -13,9 +13,9 @@ from trl import SFTTrainer
 
 from .callbacks import DiagnosticsCallback, EpochToCollatorCallback, PreDecayCheckpointCallback
 from .collator import SpanDocumentCollator
-from .config import TEACHER_MODES, DistillationConfig
-from .diagnostics import logits_at_positions
-from .losses import salad_objective, shared_vocabulary
+from .config import DistillationConfig
+from .kd import hidden_at_positions, logits_at_positions, output_head_weight
+from .losses import fused_salad_objective, liger_distillation_loss, salad_objective, shared_vocabulary
 from .saving import export_self_contained, lora_modules, merged_state_dict
 
 __all__ = ["DistillationTrainer", "LoraDisabledTeacher"]
@@ -48,6 +48,13 @@ class LoraDisabledTeacher(nn.Module):
         super().__init__()
         self.language_model = language_model
 
+    @property
+    def config(self):
+        return self.language_model.config
+
+    def get_output_embeddings(self):
+        return self.language_model.get_output_embeddings()
+
     def forward(self, **kwargs):
         with lora_disabled(self.language_model):
             return self.language_model(**kwargs)
@@ -62,9 +69,9 @@ class DistillationTrainer(SFTTrainer):
     is taken at aligned positions whose next token is text (``student_positions``/``teacher_positions`` from
     :class:`~trainers.collator.SpanDocumentCollator`), normalized by the global count of distilled positions.
 
-    Teacher modes (``args.teacher``): ``"shared"`` (the student's own LLM, frozen), ``"base"`` (the LLM with its
-    LoRA adapters disabled), ``"frozen_copy"`` (a frozen copy of the initial LLM, for full fine-tuning), or a path
-    to another text LLM with the same tokenizer. The teacher always runs in eval mode under ``no_grad``.
+    Teacher modes (``args.teacher_mode``): ``"shared"`` (the student's own LLM, frozen), ``"base"`` (the LLM with its
+    LoRA adapters disabled), ``"frozen_copy"`` (a frozen copy of the initial LLM, for full fine-tuning); or
+    ``args.teacher_model_name_or_path``, another text LLM with the same tokenizer. The teacher always runs in eval mode under ``no_grad``.
 
     Args:
         model: a ``SaladForCausalLM``.
@@ -72,7 +79,7 @@ class DistillationTrainer(SFTTrainer):
         train_dataset: span documents (``datasets.Dataset``/``IterableDataset``).
         processing_class: the ``SaladProcessor``.
         data_collator: defaults to a ``SpanDocumentCollator`` built from ``args``.
-        teacher_model: an explicit text LLM (overrides ``args.teacher``).
+        teacher_model: an explicit text LLM (overrides ``args.teacher_mode`` and ``args.teacher_model_name_or_path``).
         probe_documents: fixed probe set for the M/F diagnostics (every ``args.diagnostics_steps``).
     """
 
@@ -95,8 +102,9 @@ class DistillationTrainer(SFTTrainer):
         for name in ("language_model", "multi_modal_projector", "audio_tower"):
             if not hasattr(model, name):
                 raise ValueError(f"model must be a SaladForCausalLM (missing .{name})")
-        self.teacher_mode = args.teacher
+        self.teacher_mode = args.teacher_mode
         teacher_model = self._setup_trainable_and_teacher(model, args, processing_class, teacher_model)
+        self._check_kd_implementation(model, teacher_model, args)
         if data_collator is None:
             data_collator = SpanDocumentCollator(
                 processing_class, max_length=args.max_length, padding_side=args.padding_side,
@@ -107,6 +115,10 @@ class DistillationTrainer(SFTTrainer):
                          eval_dataset=eval_dataset, processing_class=processing_class, callbacks=callbacks, **kwargs)
         # Makes Trainer count the distilled positions (labels != -100) over all micro-batches and processes.
         self.model_accepts_loss_kwargs = True
+        if args.kd_implementation != "materialized" and self._shards_parameters():
+            raise ValueError("the fused distillation loss reads the LM heads' weights outside the model's forward, "
+                             "where FSDP and DeepSpeed ZeRO-3 hold only a shard; set kd_implementation='materialized' "
+                             "with them")
         self.teacher_model = None
         if teacher_model is not None:
             teacher_model.requires_grad_(False).eval()
@@ -143,17 +155,40 @@ class DistillationTrainer(SFTTrainer):
             self.teacher_mode = "explicit"
             self._check_teacher_vocab(teacher_model, processor, model)
             return teacher_model
+        if args.teacher_model_name_or_path:
+            from transformers import AutoModelForCausalLM
+
+            self.teacher_mode = "explicit"
+            teacher = AutoModelForCausalLM.from_pretrained(args.teacher_model_name_or_path, dtype=lm.dtype)
+            self._check_teacher_vocab(teacher, processor, model, path=args.teacher_model_name_or_path)
+            return teacher
         if self.teacher_mode == "frozen_copy":
             return copy.deepcopy(lm)
-        if self.teacher_mode in TEACHER_MODES:
-            return None  # "shared" / "base": the student's own LLM
-        from transformers import AutoModelForCausalLM
+        return None  # "shared" / "base": the student's own LLM
 
-        if not os.path.exists(self.teacher_mode) and "/" not in self.teacher_mode:
-            raise ValueError(f"teacher must be one of {TEACHER_MODES} or a path/Hub id, got {self.teacher_mode!r}")
-        teacher = AutoModelForCausalLM.from_pretrained(self.teacher_mode, dtype=lm.dtype)
-        self._check_teacher_vocab(teacher, processor, model, path=self.teacher_mode)
-        return teacher
+    def _shards_parameters(self) -> bool:
+        if self.is_fsdp_enabled:
+            return True
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None) if self.is_deepspeed_enabled else None
+        return plugin is not None and plugin.zero_stage == 3
+
+    @staticmethod
+    def _check_kd_implementation(model, teacher_model, args):
+        """The fused paths read the heads' weights: refuse, before training, heads they cannot reproduce."""
+        if args.kd_implementation == "materialized":
+            return
+        output_head_weight(model)
+        if teacher_model is not None and args.alpha > 0:
+            output_head_weight(teacher_model)
+        if args.kd_implementation == "liger":
+            import importlib.util
+
+            if args.use_cpu or not torch.cuda.is_available():
+                raise ValueError("kd_implementation='liger' needs a CUDA device (Liger's kernels are Triton); "
+                                 "on CPU use kd_implementation='fused'")
+            if importlib.util.find_spec("liger_kernel") is None:
+                raise ValueError("kd_implementation='liger' needs the liger-kernel package (pip install "
+                                 "liger-kernel)")
 
     @staticmethod
     def _check_teacher_vocab(teacher, processor, model, path=None):
@@ -184,44 +219,86 @@ class DistillationTrainer(SFTTrainer):
         lm = self.accelerator.unwrap_model(self.model).language_model
         return LoraDisabledTeacher(lm) if self.teacher_mode == "base" else lm
 
-    def teacher_logits(self, teacher_input_ids, teacher_attention_mask, positions) -> torch.Tensor:
-        """Teacher logits [B, K, V] at ``positions`` of the all-text sequences (eval mode, no_grad)."""
+    @contextlib.contextmanager
+    def _teacher_eval(self):
+        """The teacher module, in eval mode and under no_grad for the duration (its training flag restored)."""
         module = self._teacher_module()
         target = module.language_model if isinstance(module, LoraDisabledTeacher) else module
         was_training = target.training
         target.eval()
         try:
             with torch.no_grad():
-                return logits_at_positions(module, positions, input_ids=teacher_input_ids,
-                                           attention_mask=teacher_attention_mask, use_cache=False)
+                yield module
         finally:
             target.train(was_training)
+
+    def teacher_logits(self, teacher_input_ids, teacher_attention_mask, positions) -> torch.Tensor:
+        """Teacher logits [B, K, V] at ``positions`` of the all-text sequences (eval mode, no_grad)."""
+        with self._teacher_eval() as module:
+            return logits_at_positions(module, positions, input_ids=teacher_input_ids,
+                                       attention_mask=teacher_attention_mask, use_cache=False)
+
+    def teacher_hidden(self, teacher_input_ids, teacher_attention_mask, positions):
+        """Teacher final hidden states [B, K, D_t] at ``positions`` and its head weight [V_t, D_t] (no_grad)."""
+        with self._teacher_eval() as module:
+            hidden = hidden_at_positions(module, positions, input_ids=teacher_input_ids,
+                                         attention_mask=teacher_attention_mask, use_cache=False)
+            return hidden, output_head_weight(self.accelerator.unwrap_model(module)).detach()
 
     # ---------------------------------------------------------------------------------------------- loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if model.training else "eval"
-        args = self.args
-        s_pos, t_pos, mask = inputs["student_positions"], inputs["teacher_positions"], inputs["distill_mask"]
-        student_inputs = {k: inputs[k] for k in _STUDENT_KEYS if k in inputs}
-        student_logits = logits_at_positions(model, s_pos, use_cache=False, **student_inputs)
-        teacher_logits = None
-        if args.alpha > 0:
-            teacher_logits = self.teacher_logits(inputs["teacher_input_ids"], inputs["teacher_attention_mask"], t_pos)
+        s_pos, mask = inputs["student_positions"], inputs["distill_mask"]
         targets = inputs["input_ids"].gather(1, (s_pos + 1).clamp(max=inputs["input_ids"].shape[1] - 1))
-        scored_logits = student_logits if teacher_logits is None else shared_vocabulary(student_logits, teacher_logits)
-        loss, kd, nll = salad_objective(scored_logits, teacher_logits, targets, mask, alpha=args.alpha,
-                                        beta=args.beta, temperature=args.temperature,
-                                        num_items_in_batch=num_items_in_batch, chunk_size=args.kd_chunk_size)
-        if args.average_tokens_across_devices and num_items_in_batch is not None:
+        objective = self._materialized_objective if self.args.kd_implementation == "materialized" else \
+            self._fused_objective
+        loss, kd, nll, outputs = objective(model, inputs, targets, num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients; the divisor is global
         if torch.is_grad_enabled() and not loss.requires_grad:
             # Nothing trainable shapes this batch (e.g. text-only replay while only the adapter trains): a step
             # with zero gradients rather than a backward error.
             loss = loss + sum(p.sum() * 0 for p in model.parameters() if p.requires_grad)
         self._log_terms(mode, mask, num_items_in_batch, kd=kd, nll=nll)
-        if return_outputs:
-            return loss, {"logits": student_logits}
-        return loss
+        return (loss, outputs) if return_outputs else loss
+
+    def _student_inputs(self, inputs):
+        return {k: inputs[k] for k in _STUDENT_KEYS if k in inputs}
+
+    def _fused_objective(self, model, inputs, targets, num_items_in_batch):
+        """The objective from final hidden states: no [positions, vocabulary] logits beyond one chunk."""
+        args = self.args
+        student_hidden = hidden_at_positions(model, inputs["student_positions"], use_cache=False,
+                                             **self._student_inputs(inputs))
+        student_weight = output_head_weight(self.accelerator.unwrap_model(model))
+        teacher_hidden = teacher_weight = None
+        if args.alpha > 0:
+            teacher_hidden, teacher_weight = self.teacher_hidden(
+                inputs["teacher_input_ids"], inputs["teacher_attention_mask"], inputs["teacher_positions"])
+        if args.kd_implementation == "liger":
+            kd = liger_distillation_loss(student_hidden, student_weight, teacher_hidden, teacher_weight,
+                                         inputs["distill_mask"], args.beta, args.temperature, num_items_in_batch)
+            return kd, kd, None, {"hidden_states": student_hidden}
+        loss, kd, nll = fused_salad_objective(
+            student_hidden, student_weight, teacher_hidden, teacher_weight, targets, inputs["distill_mask"],
+            alpha=args.alpha, beta=args.beta, temperature=args.temperature, num_items_in_batch=num_items_in_batch,
+            chunk_size=args.kd_chunk_size)
+        return loss, kd, nll, {"hidden_states": student_hidden}
+
+    def _materialized_objective(self, model, inputs, targets, num_items_in_batch):
+        """The objective from the logits at the distilled positions ([B, K, V] for the student and the teacher)."""
+        args = self.args
+        student_logits = logits_at_positions(model, inputs["student_positions"], use_cache=False,
+                                             **self._student_inputs(inputs))
+        teacher_logits = None
+        if args.alpha > 0:
+            teacher_logits = self.teacher_logits(inputs["teacher_input_ids"], inputs["teacher_attention_mask"],
+                                                 inputs["teacher_positions"])
+        scored = student_logits if teacher_logits is None else shared_vocabulary(student_logits, teacher_logits)
+        loss, kd, nll = salad_objective(scored, teacher_logits, targets, inputs["distill_mask"], alpha=args.alpha,
+                                        beta=args.beta, temperature=args.temperature,
+                                        num_items_in_batch=num_items_in_batch, chunk_size=args.kd_chunk_size)
+        return loss, kd, nll, {"logits": student_logits}
 
     def _log_terms(self, mode, mask, num_items_in_batch, **terms):
         """Log each term as the mean over this micro-batch's distilled positions of all processes."""
