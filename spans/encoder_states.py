@@ -62,11 +62,12 @@ class EncodedClip:
 
 
 def weights_digest(module) -> str:
-    """sha256 of a module's state dict (names, dtypes, shapes, bytes), memoized until a tensor changes in place."""
+    """sha256 of a module's state dict (names, dtypes, shapes, bytes), memoized until a tensor is written in place
+    (optimizer step, `load_state_dict`) or replaced (`.to(dtype)`, `.to(device)`)."""
     import torch
 
     tensors = module.state_dict()
-    versions = tuple(t._version for t in tensors.values())  # bumped by every in-place write (optimizer, load)
+    versions = tuple((t.data_ptr(), t.dtype, t._version) for t in tensors.values())  # _version: in-place writes
     cached = _WEIGHT_DIGESTS.get(module)
     if cached is not None and cached[0] == versions:
         return cached[1]
@@ -94,10 +95,6 @@ def encoder_identity(model, processor) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _encoder_is_frozen(model) -> bool:
-    return not any(p.requires_grad for p in model.audio_tower.parameters())
-
-
 class EncoderStatesCache:
     """Frozen-encoder states per (encoder identity, clip samples), in memory and/or in `cache_dir`.
 
@@ -116,8 +113,7 @@ class EncoderStatesCache:
 
     @classmethod
     def for_model(cls, model, processor, cache_dir=None, **kwargs) -> "EncoderStatesCache":
-        if not _encoder_is_frozen(model):
-            raise ValueError("The encoder-state cache needs a frozen audio encoder; this model trains its audio tower.")
+        """A cache bound to `model`'s encoder as it is now (its weights are hashed once)."""
         return cls(cache_dir, identity=encoder_identity(model, processor), **kwargs)
 
     def __len__(self) -> int:
@@ -164,13 +160,11 @@ class EncoderStatesCache:
             atomic_write_bytes(self._path(key), buffer.getvalue())
 
     def encode(self, model, processor, wave: np.ndarray) -> EncodedClip:
-        """The clip's states (every chunk): from the cache, else from the encoder (then cached if it is frozen)."""
-        frozen = _encoder_is_frozen(model)
-        identity = encoder_identity(model, processor) if frozen else None
-        if frozen and (clip := self.load(wave, identity)) is not None:
-            return clip
-        clip = _run_encoder(model, processor, [wave])[0]
-        if frozen:
+        """The clip's states (every chunk): from the cache, else from the encoder (then stored)."""
+        identity = encoder_identity(model, processor)
+        clip = self.load(wave, identity)
+        if clip is None:
+            clip = _run_encoder(model, processor, [wave])[0]
             self.store(wave, clip, identity)
         return clip
 

@@ -138,15 +138,17 @@ def test_collator_refuses_a_cache_without_an_encoder_identity(tmp_path):
         SpanDocumentCollator(processor, encoder_cache=EncoderStatesCache(tmp_path))
 
 
-def test_a_trained_encoder_is_not_cached():
+def test_an_encoder_changed_after_caching_gets_fresh_states():
     model, processor = make_tiny_salad(audio_padding="none")
-    for parameter in model.audio_tower.parameters():
-        parameter.requires_grad_(True)
-    cache = EncoderStatesCache()
-    cache.encode(model, processor, sine(0.3))
-    assert len(cache) == 0
-    with pytest.raises(ValueError, match="frozen"):
-        EncoderStatesCache.for_model(model, processor)
+    cache, wave = EncoderStatesCache(), sine(0.3)
+    before = cache.encode(model, processor, wave).states
+    with torch.no_grad():
+        for parameter in model.audio_tower.parameters():
+            parameter.mul_(1.5)
+    after = cache.encode(model, processor, wave).states
+    assert len(cache) == 2 and not np.allclose(before, after)
+    model.audio_tower.to(torch.float64)
+    assert encoder_identity(model, processor) != EncoderStatesCache.for_model(model.float(), processor).identity
 
 
 def test_atomic_writes_get_the_mode_a_plain_write_gets(tmp_path):
