@@ -14,16 +14,12 @@ from trainers.collator import SpanDocumentCollator
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY_ROOMS = ("modeling_salad", "spans", "trainers", "datasets_scripts", "selection", "evaluation")
 PROJECT_ROOMS = LIBRARY_ROOMS + ("salad_demo",)
-# salad-select still reaches the demo's assets here; it becomes selection/cli.py, which takes an explicit checkpoint
-AWAITING_SELECTION_ROOM = {Path("datasets_scripts/select_cli.py")}
 
 
 def _imported_rooms(room: str) -> set[str]:
     """Top-level project packages that any .py file under `room` imports (module level or inside functions)."""
     found = set()
     for path in (ROOT / room).rglob("*.py"):
-        if path.relative_to(ROOT) in AWAITING_SELECTION_ROOM:
-            continue
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]

@@ -144,7 +144,7 @@ def test_teacher_from_a_path_must_share_the_tokenizer(tmp_path, dataset):
     processor.tokenizer.save_pretrained(teacher_dir)
     args = make_args(tmp_path, trainable="adapter", teacher_model_name_or_path=str(teacher_dir))
     trainer = DistillationTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
-    assert trainer.teacher_mode == str(teacher_dir) and trainer.teacher_model is not None
+    assert trainer.teacher_mode == "explicit" and trainer.teacher_model is not None
     other_model, other_processor = build_tiny_salad(seed=1)
     other_processor.tokenizer.add_tokens(["zzzz"])
     bad_dir = tmp_path / "bad"
