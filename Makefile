@@ -36,8 +36,9 @@ system-deps:
 assets: install
 	$(VENV)/bin/salad-assets
 
+# -q comes from pyproject's addopts (a second -q would hide pytest's closing "N passed" line).
 test: install
-	$(PY) -m pytest -x --timeout=900   # -q comes from pyproject's addopts: the last line is pytest's summary
+	$(PY) -m pytest -x --timeout=900
 
 demo: assets
 	$(VENV)/bin/salad-demo --preset $(DEMO)
