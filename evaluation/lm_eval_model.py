@@ -84,13 +84,14 @@ def split_spoken_context(context: str, delimiter: str = DEFAULT_DELIMITER) -> Sp
     return SpokenContext(context[:start] + label_text + lead, spoken, trail + cue)
 
 
+@dataclass
 class _Encoded:
     """One loglikelihood request in tokens, with the audio inputs of its spoken part (None for text)."""
 
-    def __init__(self, context_ids: list[int], continuation_ids: list[int], audio: dict | None = None,
-                 clip_key: str | None = None):
-        self.context_ids, self.continuation_ids, self.audio, self.clip_key = (context_ids, continuation_ids, audio,
-                                                                              clip_key)
+    context_ids: list[int]
+    continuation_ids: list[int]
+    audio: dict | None = None
+    clip_key: str | None = None
 
 
 @register_model("salad")

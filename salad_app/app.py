@@ -219,6 +219,11 @@ def load_app(args) -> SaladApp:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        import gradio  # noqa: F401
+    except ImportError:
+        print("salad-app: Gradio is not installed: pip install 'salad-speech[app]'", file=sys.stderr)
+        return 2
+    try:
         app = load_app(args)
     except (ValueError, FileNotFoundError) as error:
         print(f"salad-app: {error}", file=sys.stderr)
