@@ -13,7 +13,6 @@ folder or Hub id works, and its remote code runs only with `--trust-remote-code`
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
