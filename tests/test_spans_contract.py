@@ -12,7 +12,7 @@ from spans import EncoderStatesCache, audio_token_count, encoder_identity
 from trainers.collator import SpanDocumentCollator
 
 ROOT = Path(__file__).resolve().parents[1]
-LIBRARY_ROOMS = ("modeling_salad", "spans", "trainers", "datasets_scripts", "selection", "evaluation")
+LIBRARY_ROOMS = ("modeling_salad", "spans", "trainers", "datasets_scripts", "selection", "evaluation", "salad_app")
 PROJECT_ROOMS = LIBRARY_ROOMS + ("salad_demo",)
 
 
@@ -46,6 +46,11 @@ def test_spans_imports_only_modeling_salad():
 
 def test_trainers_import_only_the_floors_below():
     assert _imported_rooms("trainers") <= {"modeling_salad", "spans"}
+
+
+def test_data_room_and_trainers_do_not_import_each_other():
+    assert not _imported_rooms("datasets_scripts") & {"trainers", "selection", "evaluation", "salad_app"}
+    assert not _imported_rooms("trainers") & {"datasets_scripts", "selection"}
 
 
 def test_no_library_room_imports_the_demo():
