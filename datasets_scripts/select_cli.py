@@ -74,6 +74,8 @@ class SelectConfig:
     round: int = field(default=1, metadata={"help": "selection round recorded in every row (paper: one)"})
     device: str | None = field(default=None, metadata={"help": "cuda / cpu (default: cuda when available)"})
     examples_per_cluster: int = field(default=3, metadata={"help": "example texts per cluster in the report"})
+    trust_remote_code: bool = field(default=False, metadata={
+        "help": "run the checkpoint's own code even when it is not byte-identical to the installed modeling_salad"})
 
     def __post_init__(self):
         budgets = [b for b in (self.budget_texts, self.budget_hours, self.budget_tokens) if b is not None]
@@ -108,9 +110,10 @@ def load_config(path: str | None, overrides: dict | None = None) -> SelectConfig
     return SelectConfig(**data)
 
 
-def load_salad_checkpoint(checkpoint: str, device: str | torch.device = "cpu"):
+def load_salad_checkpoint(checkpoint: str, device: str | torch.device = "cpu", trust_remote_code: bool = False):
     """(model, processor) from a SALAD checkpoint folder, or an untrained one built from the embedded assets."""
-    from modeling_salad import SaladForCausalLM, SaladProcessor, build_salad
+    from modeling_salad import build_salad
+    from modeling_salad.loading import load_salad
 
     if checkpoint == UNTRAINED_DEMO:
         try:
@@ -122,8 +125,7 @@ def load_salad_checkpoint(checkpoint: str, device: str | torch.device = "cpu"):
     else:
         if not Path(checkpoint).is_dir():
             raise ValueError(f"checkpoint {checkpoint!r} is not a folder (or use 'untrained-demo')")
-        model = SaladForCausalLM.from_pretrained(checkpoint)
-        processor = SaladProcessor.from_pretrained(checkpoint, trust_remote_code=True)
+        model, processor = load_salad(checkpoint, trust_remote_code)
     return model.to(device).eval(), processor
 
 
@@ -253,7 +255,7 @@ def run_selection(cfg: SelectConfig, model=None, processor=None, pool_voices=Non
         probe_timing = {"probe_tts": time.perf_counter() - t}
         t = time.perf_counter()
         if model is None:
-            model, processor = load_salad_checkpoint(cfg.checkpoint, device)
+            model, processor = load_salad_checkpoint(cfg.checkpoint, device, cfg.trust_remote_code)
         docs_by_cluster: dict[int, list[dict]] = {}
         for doc in probe_documents_from_rows(span_rows):
             docs_by_cluster.setdefault(cluster_of_doc[doc["id"]], []).append(doc)
@@ -280,10 +282,10 @@ def run_selection(cfg: SelectConfig, model=None, processor=None, pool_voices=Non
                           for c in range(k)])
     seconds_per_word = scores["seconds_per_word"] or 1.0 / (3.0 * cfg.words_per_second)  # ~1/3 of words spoken
     if cfg.budget_tokens is not None and processor is None:  # probe scores came from the cache
-        from modeling_salad import SaladProcessor
+        from modeling_salad.loading import load_salad_processor
 
         processor = (load_salad_checkpoint(cfg.checkpoint)[1] if cfg.checkpoint == UNTRAINED_DEMO
-                     else SaladProcessor.from_pretrained(cfg.checkpoint, trust_remote_code=True))
+                     else load_salad_processor(cfg.checkpoint, cfg.trust_remote_code))
     cost, budget = _cost_per_text(cfg, texts, processor, seconds_per_word)
     mean_cost = np.array([cost[labels_np == c].mean() for c in range(k)])
     n_texts = int(budget // float((target * mean_cost).sum()))
@@ -427,6 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(SelectConfig):
         parser.add_argument(f"--{f.name}", dest=f.name, type=_coerce, default=argparse.SUPPRESS,
                             help=f.metadata.get("help", ""))
+    parser.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_true",
+                        default=argparse.SUPPRESS, help="same as --trust_remote_code true")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 

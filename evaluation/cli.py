@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
+
+from spans.files import atomic_write_text
 
 from .api import MODES, EvalCache, evaluate_model, parse_modes
 from .audio import SpokenQuestions
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu).")
     parser.add_argument("--output", required=True, help="Output folder (may exist; only our files are written).")
     parser.add_argument("--label", help="Label of this run in plots (default: the model folder name).")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="Allow the model folders' own Python code to run. Without it only code byte-identical "
+                             "to the installed modeling_salad runs; any other code is refused.")
     return parser
 
 
@@ -65,13 +69,6 @@ def build_plot_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _is_salad_folder(path: str) -> bool:
     config = Path(path) / "config.json"
     if not config.is_file():
@@ -79,24 +76,24 @@ def _is_salad_folder(path: str) -> bool:
     return json.loads(config.read_text(encoding="utf-8")).get("model_type") == "salad"
 
 
-def load_models(model_path: str, base_model: str | None, device: str):
+def load_models(model_path: str, base_model: str | None, device: str, trust_remote_code: bool = False):
     """(salad model | None, processor | None, base model | None, base tokenizer | None)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = processor = None
     if _is_salad_folder(model_path):
-        from modeling_salad import SaladForCausalLM, SaladProcessor
+        from modeling_salad.loading import load_salad
 
-        model = SaladForCausalLM.from_pretrained(model_path).to(device).eval()
-        processor = SaladProcessor.from_pretrained(model_path, trust_remote_code=True)
+        model, processor = load_salad(model_path, trust_remote_code)
+        model = model.to(device).eval()
         base_model = base_model or model.config.base_text_model
         if not base_model:
             raise ValueError("The checkpoint's config has no base_text_model; pass --base-model PATH.")
     else:
         base_model = base_model or model_path
     try:
-        base = AutoModelForCausalLM.from_pretrained(base_model).to(device).eval()
-        base_tokenizer = AutoTokenizer.from_pretrained(base_model)
+        base = AutoModelForCausalLM.from_pretrained(base_model, trust_remote_code=trust_remote_code).to(device).eval()
+        base_tokenizer = AutoTokenizer.from_pretrained(base_model, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise ValueError(
             f"Base text model {base_model!r} (from {'--base-model' if base_model else 'config.base_text_model'}) "
@@ -145,10 +142,10 @@ def results_markdown(results: dict) -> str:
 def write_results(output: Path, results: dict) -> None:
     predictions = results.pop("predictions", {})
     for name, records in predictions.items():
-        write_atomic(output / "predictions" / f"{name}.jsonl",
+        atomic_write_text(output / "predictions" / f"{name}.jsonl",
                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    write_atomic(output / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    write_atomic(output / "results.md", results_markdown(results))
+    atomic_write_text(output / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(output / "results.md", results_markdown(results))
     from .plots import plot_accuracy_by_task
 
     plot_accuracy_by_task(results, output / "accuracy_by_task.png")
@@ -170,7 +167,7 @@ def run_eval(args) -> dict:
     names = [b.name for b in benchmarks]
     if len(set(names)) != len(names):
         raise ValueError(f"Two benchmarks share a name: {names}.")
-    model, processor, base, base_tokenizer = load_models(args.model, args.base_model, device)
+    model, processor, base, base_tokenizer = load_models(args.model, args.base_model, device, args.trust_remote_code)
     if model is None and {"speech", "generate"} & set(modes):
         raise ValueError(f"--model {args.model!r} is not a SALAD checkpoint; modes speech/generate need one.")
     asr = asr_path = None

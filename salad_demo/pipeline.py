@@ -142,11 +142,11 @@ class DemoPipeline:
 
     @staticmethod
     def load_model(path):
-        from modeling_salad import SaladForCausalLM, SaladProcessor
+        from modeling_salad.loading import load_salad
 
-        # trust_remote_code: the processor's sub-loaders otherwise ask on stdin about the folder's own code
-        return (SaladForCausalLM.from_pretrained(str(path)).eval(),
-                SaladProcessor.from_pretrained(str(path), trust_remote_code=True))
+        # The demo's own folders hold the installed modeling_salad's code: the sha256 rule allows it, no flag.
+        model, processor = load_salad(path)
+        return model.eval(), processor
 
     def voice_pool(self):
         from datasets_scripts.tts import VoicePool
@@ -289,7 +289,7 @@ class DemoPipeline:
                adapter_learning_rate: float | None = None) -> dict:
         import yaml
 
-        from trainers.train import main as train_main
+        from trainers.train import run_training
 
         p = self.preset
         trainable = trainable or p.trainable
@@ -320,7 +320,7 @@ class DemoPipeline:
             config["teacher"] = str(self.assets["llm"])
         config_path = output_dir / "train.yaml"
         atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))
-        trainer = train_main([str(config_path)])
+        trainer = run_training([str(config_path)])
         history = list(trainer.state.log_history)
         atomic_write_text(output_dir / "log_history.json", json.dumps(history, indent=1))
         losses = [h["kd_loss"] for h in history if "kd_loss" in h]

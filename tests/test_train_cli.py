@@ -19,13 +19,13 @@ def test_tiny_config_trains_logs_diagnostics_and_saves_a_loadable_model(tmp_path
     from transformers import AutoModel, AutoProcessor
 
     out = tmp_path / "run"
-    trainer = main(["trainers/configs/tiny.yaml", "--output_dir", str(out), "--max_steps", "2", "--save_steps", "2",
-                    "--tiny_documents", "4", "--per_device_train_batch_size", "2", "--diagnostics_steps", "1",
-                    "--probe_size", "2", "--disable_tqdm", "true"])
-    logs = [h for h in trainer.state.log_history if "kd_loss" in h]
+    assert main(["trainers/configs/tiny.yaml", "--output_dir", str(out), "--max_steps", "2", "--save_steps", "2",
+                 "--tiny_documents", "4", "--per_device_train_batch_size", "2", "--diagnostics_steps", "1",
+                 "--probe_size", "2", "--disable_tqdm", "true"]) == 0
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    logs = [h for h in state["log_history"] if "kd_loss" in h]
     assert [h["step"] for h in logs] == [1, 2]
     assert all(h["misalignment"] >= 0 and h["forgetting"] >= 0 for h in logs)
-    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert all("kd_loss" in h for h in state["log_history"] if "loss" in h)
     for folder in (out, out / "checkpoint-2"):
         model = AutoModel.from_pretrained(folder, trust_remote_code=True)

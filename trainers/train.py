@@ -19,9 +19,11 @@ if __package__ in (None, ""):  # run as a script: make `trainers` importable fro
 from trainers.config import DataArguments, DistillationConfig, ModelArguments  # noqa: E402
 
 
-def build_model_and_processor(model_args: ModelArguments, seed: int = 0):
-    """A SALAD checkpoint, a new model from a text LLM + speech encoder, or a tiny random one."""
-    from modeling_salad import SaladForCausalLM, SaladProcessor, build_salad
+def build_model_and_processor(model_args: ModelArguments, seed: int = 0, trust_remote_code: bool = False):
+    """A SALAD checkpoint, a new model from a text LLM + speech encoder, or a tiny random one. A checkpoint's own
+    code runs only when it is the installed modeling_salad or `trust_remote_code` allows it."""
+    from modeling_salad import build_salad
+    from modeling_salad.loading import load_salad
 
     dtype = model_args.dtype if model_args.dtype == "auto" else getattr(torch, model_args.dtype)
     if model_args.tiny_random:
@@ -29,8 +31,7 @@ def build_model_and_processor(model_args: ModelArguments, seed: int = 0):
 
         return build_tiny_salad(seed=seed)
     if model_args.model_name_or_path:
-        model = SaladForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=dtype)
-        return model, SaladProcessor.from_pretrained(model_args.model_name_or_path, trust_remote_code=True)
+        return load_salad(model_args.model_name_or_path, trust_remote_code, dtype=dtype)
     if not (model_args.text_model_name_or_path and model_args.audio_encoder_name_or_path):
         raise ValueError("give model_name_or_path, or text_model_name_or_path + audio_encoder_name_or_path, "
                          "or tiny_random: true")
@@ -54,7 +55,8 @@ def _normalize_argv(argv: list[str]) -> list[str]:
     return argv
 
 
-def main(argv: list[str] | None = None):
+def run_training(argv: list[str] | None = None):
+    """Parse `argv` (YAML + overrides), train, save; return the trainer (its state holds the log history)."""
     from trl import TrlParser
 
     from trainers.data import build_training_dataset, precompute_encoder_states
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None):
     parser = TrlParser((ModelArguments, DataArguments, DistillationConfig))
     model_args, data_args, args = parser.parse_args_and_config(
         args=_normalize_argv(list(sys.argv[1:] if argv is None else argv)))
-    model, processor = build_model_and_processor(model_args, seed=args.seed)
+    model, processor = build_model_and_processor(model_args, seed=args.seed, trust_remote_code=args.trust_remote_code)
     train_dataset = build_training_dataset(data_args, args.text_replay_ratio, seed=args.seed)
 
     probe = None
@@ -90,5 +92,11 @@ def main(argv: list[str] | None = None):
     return trainer
 
 
+def main(argv: list[str] | None = None) -> int:
+    """`salad-train`: exit status 0 after a successful run (a failure raises, which exits nonzero)."""
+    run_training(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
