@@ -13,6 +13,7 @@ row per input id. A finished shard is never overwritten silently: pass overwrite
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -44,6 +45,21 @@ def shard_bounds(num_rows: int, num_shards: int, shard_index: int) -> tuple[int,
     return num_rows * shard_index // num_shards, num_rows * (shard_index + 1) // num_shards
 
 
+def rows_digest(rows: list[dict]) -> str:
+    """sha256 of the input rows' content (canonical JSON): a resume is keyed by it, not by the input's path."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps(row, sort_keys=True, default=str, ensure_ascii=False).encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def _refuse_changed_input(output_dir: Path, stored: dict, wanted: dict) -> None:
+    if "input_sha256" in stored and stored["input_sha256"] != wanted["input_sha256"]:
+        raise ValueError(f"Output folder {output_dir} holds a run of a different input (its content hash changed "
+                         f"since the run started: {stored['input_sha256'][:12]} -> {wanted['input_sha256'][:12]}); "
+                         "resuming would mix old and new rows. Use another folder or --overwrite to replace it")
+
+
 def _prepare_folder(output_dir: Path, config: dict, shard_dir: Path, shard_tag: str, overwrite: bool) -> None:
     state = output_dir / STATE_DIR
     config_path = state / "config.json"
@@ -58,6 +74,7 @@ def _prepare_folder(output_dir: Path, config: dict, shard_dir: Path, shard_tag: 
         wanted = {k: v for k, v in config.items() if k not in _VOLATILE}
         if stored != wanted:
             if not overwrite:
+                _refuse_changed_input(output_dir, stored, wanted)
                 diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
                 raise ValueError(f"Output folder {output_dir} holds a run with different settings ({', '.join(diff)});"
                                  " use another folder or --overwrite to replace it")
@@ -100,7 +117,7 @@ def write_span_dataset(rows: list[dict], output_dir, pool, *, mode: str = "utter
               "tts": str(pool), "speed": pool.speed, "speed_jitter": pool.speed_jitter,
               "pitch_jitter": pool.pitch_jitter, "max_cer": max_cer, "audio_format": audio_format,
               "num_input_rows": len(rows), "extra_features": sorted(extra_features or {})}
-    _prepare_folder(output_dir, config, shard_dir, shard_tag, overwrite)
+    _prepare_folder(output_dir, {**config, "input_sha256": rows_digest(rows)}, shard_dir, shard_tag, overwrite)
     features = benchmark_features() if mode == "benchmark" else span_features(extra_features)
 
     shard_rows = rows[start:end]
