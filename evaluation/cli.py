@@ -7,13 +7,19 @@
 Writes DIR/results.json (accuracies in percent, unrounded; gap == base_text_acc - speech_acc), DIR/results.md
 (rounded, paper Table 3 layout), DIR/predictions/<benchmark>.jsonl and DIR/accuracy_by_task.png; other files in
 DIR are left alone. Fully offline on local folders.
+
+results.json records the settings that made it (`settings`, `settings_sha256`). A results.json already in DIR
+from different settings is renamed to results.stale.json (results.md to results.stale.md) before scoring starts,
+so DIR never shows a results file that the last run's settings did not produce, even when that run fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -139,6 +145,36 @@ def results_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+# arguments that do not change the numbers
+_NOT_SETTINGS = ("output", "label", "threads", "trust_remote_code")
+
+
+def run_settings(args) -> dict:
+    return {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_SETTINGS}
+
+
+def settings_digest(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def retire_stale_results(output: Path, settings: dict) -> bool:
+    """Rename a results.json (and results.md) of `output` made by other settings to results.stale.*."""
+    current = output / "results.json"
+    if not current.is_file():
+        return False
+    try:
+        old = json.loads(current.read_text(encoding="utf-8")).get("settings_sha256")
+    except (json.JSONDecodeError, AttributeError):
+        old = None
+    if old == settings_digest(settings):
+        return False
+    for name in ("results.json", "results.md"):
+        if (output / name).is_file():
+            os.replace(output / name, output / name.replace("results.", "results.stale."))
+    logger.warning("%s came from other settings; renamed to results.stale.json", current)
+    return True
+
+
 def write_results(output: Path, results: dict) -> None:
     predictions = results.pop("predictions", {})
     for name, records in predictions.items():
@@ -202,11 +238,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise SystemExit("salad-eval: --limit must be >= 1")
+    output, settings = Path(args.output), run_settings(args)
+    retire_stale_results(output, settings)
     try:
         results = run_eval(args)
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"salad-eval: {error}") from None
-    output = Path(args.output)
+    results.update(settings=settings, settings_sha256=settings_digest(settings))
     write_results(output, results)
     print(results_markdown(results))
     print(f"Wrote {output / 'results.json'}")
