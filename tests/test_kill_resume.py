@@ -60,6 +60,7 @@ def test_killed_anywhere_resumes_to_the_uninterrupted_weights(tmp_path):
     out = tmp_path / "killed"
     _kill_at_step(out, step, delay)
     last = _last_checkpoint(out)
+    print(f"killed {delay:.2f} s after checkpoint-{step} appeared; last complete checkpoint: {last}")
     assert last >= step
     for checkpoint in out.glob("checkpoint-[0-9]*"):  # every visible checkpoint is complete
         assert (checkpoint / "trainer_state.json").is_file() and (checkpoint / "model.safetensors").is_file()
