@@ -124,9 +124,11 @@ def resolve_trust_remote_code(path_or_id: str | os.PathLike, trust_remote_code: 
         return False
     bad = untrusted_code_files(folder)
     if bad:
+        older = set(bad) <= set(installed_code_hashes())
         raise UntrustedCodeError(
-            f"{path_or_id} holds code that is not byte-identical to the installed modeling_salad: {', '.join(bad)}. "
-            f"Loading it would run that code; pass {FLAG} (trust_remote_code=True) if you trust it.")
+            f"{path_or_id} holds code that is not byte-identical to the installed modeling_salad: {', '.join(bad)}"
+            + (" (saved by another version of it? re-save the folder with this one)" if older else "")
+            + f". Loading it would run that code; pass {FLAG} (trust_remote_code=True) if you trust it.")
     logger.info("%s: code files %s are byte-identical (sha256) to the installed modeling_salad; loading them.",
                 path_or_id, ", ".join(code))
     return True
