@@ -110,13 +110,42 @@ def check_item(item: dict, where: str) -> dict:
         raise ValueError(f"{where}: 'answer' must be a 0-based int index, got {item['answer']!r}") from err
     if not 0 <= answer < len(item["choices"]):
         raise ValueError(f"{where}: answer {answer} is out of range for {len(item['choices'])} choices")
-    return {**item, "id": str(item["id"]), "choices": [str(c) for c in item["choices"]], "answer": answer}
+    item_id = item["id"]
+    if not isinstance(item["question"], str) or not item["question"].strip():
+        raise ValueError(f"{where} (id {item_id!r}): the question is empty")
+    choices = [str(c) for c in item["choices"]]
+    repeated = sorted({c for c in choices if choices.count(c) > 1})
+    if repeated:
+        raise ValueError(f"{where} (id {item_id!r}): duplicate choices {repeated}; the answer would be ambiguous")
+    return {**item, "id": str(item_id), "choices": choices, "answer": answer}
+
+
+def read_jsonl(path) -> list[dict]:
+    """The JSON objects of a JSON Lines file (blank lines skipped). ValueError naming the file and line for a line
+    that is not a JSON object, and for a file without any."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        try:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}, line {number}: not valid JSON ({err.msg}, column {err.colno})") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+                rows.append(row)
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if not rows:
+        raise ValueError(f"{path} is empty: no JSON lines")
+    return rows
 
 
 def _read_local_rows(path: Path) -> list[dict]:
     if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return read_jsonl(path)
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 

@@ -88,6 +88,17 @@ def bigbench_archive(download: bool = True) -> Path | None:
     return fetch_pypi_file("bigbench", download=download)
 
 
+def unsafe_members(tar: tarfile.TarFile) -> list[str]:
+    """Members that could write outside the extraction folder: absolute names, `..` parts, links."""
+    bad = []
+    for member in tar.getmembers():
+        parts = member.name.replace("\\", "/").split("/")
+        if member.name.startswith(("/", "\\")) or ".." in parts or member.issym() or member.islnk() or (
+                len(member.name) > 1 and member.name[1] == ":"):
+            bad.append(member.name)
+    return bad
+
+
 def bigbench_dir(download: bool = True) -> Path:
     """Folder of BIG-bench task folders (`<task>/task.json`, `<task>/<subtask>/task.json`), extracted once per
     archive (a second archive, e.g. the test suite's mini tarball, gets its own folder)."""
@@ -102,6 +113,10 @@ def bigbench_dir(download: bool = True) -> Path:
     staging = root.with_name(root.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     with tarfile.open(archive) as tar:
+        bad = unsafe_members(tar)
+        if bad:
+            raise ValueError(f"{archive} has members with absolute names, '..' parts or links, refused: "
+                             f"{', '.join(bad[:20])}" + (f" (+{len(bad) - 20} more)" if len(bad) > 20 else ""))
         for member in tqdm(tar, desc="extract BIG-bench task files"):
             if member.isfile() and member.name.endswith("/task.json") and "/benchmark_tasks/" in member.name:
                 rel = Path(member.name.split("/benchmark_tasks/", 1)[1])

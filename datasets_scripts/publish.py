@@ -3,11 +3,17 @@
 Creates the repo if needed (`exist_ok`), then uploads with `upload_large_folder` (resumable: an interrupted upload
 continues where it stopped) or `upload_folder` for small folders, retrying transient failures. The token comes from
 $HF_TOKEN or `huggingface-cli login` and is never printed. `--dry-run` lists what would be uploaded.
+
+Only data that cannot run code is uploaded: safetensors, JSON/JSONL, text (.md, .txt, .yaml, .csv, .jinja),
+parquet, PNG plots, and the package's own remote-code files (configuration_salad.py, ...). Anything else (pickles
+such as optimizer.pt, scheduler.pt, rng_state.pth, training_args.bin) is refused with a list, unless
+`--include PATTERN` (fnmatch on the relative path or the file name) allows it.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import sys
 import time
 from pathlib import Path
@@ -15,6 +21,28 @@ from pathlib import Path
 # local run state and caches never go to the Hub
 IGNORE_PATTERNS = [".*", ".*/**", "**/.*", "**/.*/**", "**/__pycache__/**"]
 LARGE_FOLDER_BYTES = 1 << 30
+SAFE_SUFFIXES = (".safetensors", ".json", ".jsonl", ".md", ".txt", ".yaml", ".yml", ".csv", ".jinja", ".parquet",
+                 ".png")
+
+
+def _package_code_files() -> set[str]:
+    from modeling_salad.loading import installed_code_hashes
+
+    return set(installed_code_hashes())
+
+
+def refused_files(files: list[str], include: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The files that are neither safe data, nor the package's code, nor matched by an `include` pattern."""
+    code = _package_code_files()
+    refused = []
+    for name in files:
+        base = name.rsplit("/", 1)[-1]
+        if base.lower().endswith(SAFE_SUFFIXES) or base in code:
+            continue
+        if any(fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(base, pattern) for pattern in include):
+            continue
+        refused.append(name)
+    return refused
 
 
 def files_to_upload(folder) -> list[str]:
@@ -26,10 +54,11 @@ def files_to_upload(folder) -> list[str]:
 
 def publish_folder(folder, repo_id: str, repo_type: str = "dataset", private: bool = False,
                    dry_run: bool = False, retries: int = 3, api=None, large: bool | None = None,
-                   commit_message: str | None = None) -> dict:
+                   commit_message: str | None = None, include: list[str] | tuple[str, ...] = ()) -> dict:
     """Upload `folder` to `repo_id`. Returns {"repo_id", "repo_type", "files", "bytes", "url" (None on dry run)}.
 
-    Raises ValueError for a bad folder/repo id/repo type (a dataset folder must have a README.md card).
+    Raises ValueError for a bad folder/repo id/repo type (a dataset folder must have a README.md card) and for
+    files outside the safe kinds not matched by `include` (also on a dry run).
     """
     folder = Path(folder)
     if repo_type not in ("dataset", "model"):
@@ -43,6 +72,11 @@ def publish_folder(folder, repo_id: str, repo_type: str = "dataset", private: bo
         raise ValueError(f"Nothing to upload in {folder}")
     if "README.md" not in files:
         raise ValueError(f"{folder} has no README.md card; render one first (salad-synth writes it)")
+    refused = refused_files(files, include)
+    if refused:
+        raise ValueError(f"refusing to upload {len(refused)} file(s) that are not safetensors, JSON, text, parquet, "
+                         f"PNG or the package's code (they may hold pickled code): {', '.join(refused)}. Remove "
+                         "them, or pass --include PATTERN for each kind you mean to publish.")
     size = sum((folder / f).stat().st_size for f in files)
     report = {"repo_id": repo_id, "repo_type": repo_type, "files": files, "bytes": size, "url": None}
     if dry_run:
@@ -87,10 +121,12 @@ def main(argv=None) -> int:
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded and stop")
     parser.add_argument("--retries", type=int, default=3)
+    parser.add_argument("--include", action="append", default=[], metavar="PATTERN",
+                        help="also upload files matching this fnmatch pattern (repeatable), e.g. 'tokenizer.model'")
     args = parser.parse_args(argv)
     try:
         report = publish_folder(args.folder, args.repo_id, repo_type=args.repo_type, private=args.private,
-                                dry_run=args.dry_run, retries=args.retries)
+                                dry_run=args.dry_run, retries=args.retries, include=args.include)
     except ValueError as err:
         print(f"salad-publish: error: {err}", file=sys.stderr)
         return 2

@@ -31,6 +31,10 @@ def read_text_rows(source: str, *, text_column: str = "text", id_column: str = "
             kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
             if kind is None:
                 raise ValueError(f"Unsupported input file {path} (use .jsonl, .json, .parquet, .csv or .txt)")
+            if path.suffix == ".jsonl":
+                from .benchmarks import read_jsonl
+
+                read_jsonl(path)  # a clear error naming the file and line before datasets parses it
             ds = datasets.load_dataset(kind, data_files=str(path), split="train")
         else:
             if not path.exists() and ("/" not in source or source.startswith((".", "/"))):
@@ -50,6 +54,22 @@ def read_text_rows(source: str, *, text_column: str = "text", id_column: str = "
             row["text"] = row.pop(text_column) if text_column != "text" else row["text"]
             rows.append(row)
     return rows[:limit] if limit else rows
+
+
+# One clip per row in utterance/benchmark mode: a row longer than this would exceed the processor's 600 s
+# (`max_audio_seconds`) at a slow 2.5 words/s, and training would read it as text only.
+MAX_WORDS_PER_CLIP = 1500
+
+
+def check_clip_lengths(rows: list[dict], source: str, field: str = "text") -> None:
+    """ValueError naming the rows whose text is too long for one clip (the spans mode splits long texts)."""
+    long_rows = [(str(r.get("id")), len(str(r.get(field) or "").split())) for r in rows
+                 if len(str(r.get(field) or "").split()) > MAX_WORDS_PER_CLIP]
+    if long_rows:
+        shown = ", ".join(f"{i} ({n} words)" for i, n in long_rows[:5])
+        raise ValueError(f"{source}: {len(long_rows)} row(s) have more than {MAX_WORDS_PER_CLIP} words, too long for "
+                         f"one clip (over the processor's 600 s): {shown}. Use --spans to split each text into short "
+                         "speech/text spans, or split these rows.")
 
 
 def build_parser() -> argparse.ArgumentParser:

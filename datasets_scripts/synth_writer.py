@@ -95,11 +95,10 @@ def _check_ids(rows: list[dict]) -> None:
 
 def _run_settings(rows: list[dict], pool, config: SynthConfig) -> dict:
     """Everything that determines the folder's content (stored as .salad-synth/config.json)."""
-    inputs = hashlib.sha256(json.dumps([[str(r["id"]), r.get("text")] for r in rows], default=str).encode())
     return {**config.run_config, "mode": config.mode, "seed": config.seed, "num_shards": config.num_shards,
             "chunk_size": config.chunk_size, "tts": str(pool), "speed": pool.speed, "speed_jitter": pool.speed_jitter,
             "pitch_jitter": pool.pitch_jitter, "max_cer": config.max_cer, "audio_format": config.audio_format,
-            "num_input_rows": len(rows), "inputs_sha256": inputs.hexdigest()[:16],
+            "num_input_rows": len(rows), "input_sha256": rows_digest(rows),
             "extra_features": sorted(config.extra_features)}
 
 
@@ -130,6 +129,21 @@ def _clear_ours(output_dir: Path) -> None:
         shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
 
 
+def rows_digest(rows: list[dict]) -> str:
+    """sha256 of the input rows' content (canonical JSON): a resume is keyed by it, not by the input's path."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps(row, sort_keys=True, default=str, ensure_ascii=False).encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def _refuse_changed_input(output_dir: Path, stored: dict, wanted: dict) -> None:
+    if "input_sha256" in stored and stored["input_sha256"] != wanted["input_sha256"]:
+        raise ValueError(f"Output folder {output_dir} holds a run of a different input (its content hash changed "
+                         f"since the run started: {stored['input_sha256'][:12]} -> {wanted['input_sha256'][:12]}); "
+                         "resuming would mix old and new rows. Use another folder or --overwrite to replace it")
+
+
 def _prepare_folder(output_dir: Path, settings: dict, config: SynthConfig) -> None:
     state, shard_dir, overwrite = output_dir / STATE_DIR, _shard_dir(output_dir, config), config.overwrite
     config_path = state / "config.json"
@@ -143,6 +157,7 @@ def _prepare_folder(output_dir: Path, settings: dict, config: SynthConfig) -> No
         stored, wanted = _stable(json.loads(config_path.read_text())), _stable(settings)
         if stored != wanted:
             if not overwrite:
+                _refuse_changed_input(output_dir, stored, wanted)
                 diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
                 raise ValueError(f"Output folder {output_dir} holds a run with different settings ({', '.join(diff)});"
                                  " use another folder or --overwrite to replace it")

@@ -7,13 +7,19 @@
 Writes DIR/results.json (accuracies in percent, unrounded; gap == base_text_acc - speech_acc), DIR/results.md
 (rounded, paper Table 3 layout), DIR/predictions/<benchmark>.jsonl and DIR/accuracy_by_task.png; other files in
 DIR are left alone. Fully offline on local folders.
+
+results.json records the settings that made it (`settings`, `settings_sha256`). A results.json already in DIR
+from different settings is renamed to results.stale.json (results.md to results.stale.md) before scoring starts,
+so DIR never shows a results file that the last run's settings did not produce, even when that run fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -56,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu).")
     parser.add_argument("--output", required=True, help="Output folder (may exist; only our files are written).")
     parser.add_argument("--label", help="Label of this run in plots (default: the model folder name).")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="Allow the model folders' own Python code to run. Without it only code byte-identical "
+                             "to the installed modeling_salad runs; any other code is refused.")
     return parser
 
 
@@ -68,30 +77,30 @@ def build_plot_parser() -> argparse.ArgumentParser:
 
 
 def _is_salad_folder(path: str) -> bool:
-    config = Path(path) / "config.json"
-    if not config.is_file():
+    from .loading import is_salad_checkpoint
+
+    if not (Path(path) / "config.json").is_file():
         raise ValueError(f"--model {path!r} is not a model folder with a config.json.")
-    return json.loads(config.read_text(encoding="utf-8")).get("model_type") == "salad"
+    return is_salad_checkpoint(path)
 
 
-def load_models(model_path: str, base_model: str | None, device: str):
+def load_models(model_path: str, base_model: str | None, device: str, trust_remote_code: bool = False):
     """(salad model | None, processor | None, base model | None, base tokenizer | None)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = processor = None
     if _is_salad_folder(model_path):
-        from modeling_salad import SaladForCausalLM, SaladProcessor
+        from .loading import load_salad
 
-        model = SaladForCausalLM.from_pretrained(model_path).to(device).eval()
-        processor = SaladProcessor.from_pretrained(model_path, trust_remote_code=True)
+        model, processor = load_salad(model_path, device, trust_remote_code=trust_remote_code)
         base_model = base_model or model.config.base_text_model
         if not base_model:
             raise ValueError("The checkpoint's config has no base_text_model; pass --base-model PATH.")
     else:
         base_model = base_model or model_path
     try:
-        base = AutoModelForCausalLM.from_pretrained(base_model).to(device).eval()
-        base_tokenizer = AutoTokenizer.from_pretrained(base_model)
+        base = AutoModelForCausalLM.from_pretrained(base_model, trust_remote_code=trust_remote_code).to(device).eval()
+        base_tokenizer = AutoTokenizer.from_pretrained(base_model, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise ValueError(
             f"Base text model {base_model!r} (from {'--base-model' if base_model else 'config.base_text_model'}) "
@@ -131,6 +140,36 @@ def results_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+# arguments that do not change the numbers
+_NOT_SETTINGS = ("output", "label", "threads", "trust_remote_code")
+
+
+def run_settings(args) -> dict:
+    return {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_SETTINGS}
+
+
+def settings_digest(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def retire_stale_results(output: Path, settings: dict) -> bool:
+    """Rename a results.json (and results.md) of `output` made by other settings to results.stale.*."""
+    current = output / "results.json"
+    if not current.is_file():
+        return False
+    try:
+        old = json.loads(current.read_text(encoding="utf-8")).get("settings_sha256")
+    except (json.JSONDecodeError, AttributeError):
+        old = None
+    if old == settings_digest(settings):
+        return False
+    for name in ("results.json", "results.md"):
+        if (output / name).is_file():
+            os.replace(output / name, output / name.replace("results.", "results.stale."))
+    logger.warning("%s came from other settings; renamed to results.stale.json", current)
+    return True
+
+
 def write_results(output: Path, results: dict) -> None:
     predictions = results.pop("predictions", {})
     for name, records in predictions.items():
@@ -167,7 +206,7 @@ def run_eval(args) -> dict:
     names = [b.name for b in benchmarks]
     if len(set(names)) != len(names):
         raise ValueError(f"Two benchmarks share a name: {names}.")
-    model, processor, base, base_tokenizer = load_models(args.model, args.base_model, device)
+    model, processor, base, base_tokenizer = load_models(args.model, args.base_model, device, args.trust_remote_code)
     if model is None and {"speech", "generate"} & set(modes):
         raise ValueError(f"--model {args.model!r} is not a SALAD checkpoint; modes speech/generate need one.")
     asr = asr_path = None
@@ -200,11 +239,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise SystemExit("salad-eval: --limit must be >= 1")
+    output, settings = Path(args.output), run_settings(args)
+    retire_stale_results(output, settings)
     try:
         results = run_eval(args)
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"salad-eval: {error}") from None
-    output = Path(args.output)
+    results.update(settings=settings, settings_sha256=settings_digest(settings))
     write_results(output, results)
     print(results_markdown(results))
     print(f"Wrote {output / 'results.json'}")

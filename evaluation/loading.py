@@ -1,9 +1,8 @@
 """Load a SALAD model for evaluation and apps: a local folder or a Hub id.
 
 The model class is always this package's `SaladForCausalLM`. The folder's remote code (the processor's `auto_map`)
-runs only under `modeling_salad.loading`'s trust rule when that module is installed (its code is byte-identical to
-the installed modeling_salad, or the user passed `trust_remote_code=True`), else only with `trust_remote_code=True`.
-The base text LLM (for comparisons) is a plain `AutoModelForCausalLM`.
+runs only under `modeling_salad.loading`'s trust rule: its code is byte-identical to the installed modeling_salad,
+or the user passed `trust_remote_code=True`. The base text LLM (for comparisons) is a plain `AutoModelForCausalLM`.
 """
 
 from __future__ import annotations
@@ -38,20 +37,14 @@ def load_salad(pretrained: str | os.PathLike, device: str | None = None, dtype: 
     """
     import torch
 
+    from modeling_salad.loading import load_salad as load_under_trust_rule
+
     pretrained = str(pretrained)
     if os.path.isdir(pretrained) and not is_salad_checkpoint(pretrained):
         raise ValueError(f"{pretrained!r} is not a SALAD checkpoint (its config.json has no model_type 'salad').")
     torch_dtype = getattr(torch, dtype) if dtype and dtype != "auto" else dtype
     try:
-        try:
-            from modeling_salad.loading import load_salad as load_under_trust_rule
-        except ImportError:
-            from modeling_salad import SaladForCausalLM, SaladProcessor
-
-            processor = SaladProcessor.from_pretrained(pretrained, trust_remote_code=trust_remote_code)
-            model = SaladForCausalLM.from_pretrained(pretrained, dtype=torch_dtype)
-        else:
-            model, processor = load_under_trust_rule(pretrained, trust_remote_code, dtype=torch_dtype)
+        model, processor = load_under_trust_rule(pretrained, trust_remote_code, dtype=torch_dtype)
     except OSError as error:
         raise ValueError(f"Could not load the SALAD model {pretrained!r}: {error}") from None
     return model.to(resolve_device(device)).eval(), processor

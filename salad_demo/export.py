@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from spans import staging_dir
@@ -79,18 +80,19 @@ def build_card(model, *, name: str, repo_id: str, results: dict | None, datasets
 
 def export_model(checkpoint: str | os.PathLike, output: str | os.PathLike, *, repo_id: str | None = None,
                  results: dict | None = None, datasets: list[str] | None = None, training: str = DEFAULT_TRAINING,
-                 license: str = "apache-2.0", limitations: list[str] | None = None, overwrite: bool = False) -> Path:
-    """Write `output/` (model, processor, remote code, README.md) from a checkpoint folder; atomic."""
-    from modeling_salad import SaladForCausalLM, SaladProcessor
+                 license: str = "apache-2.0", limitations: list[str] | None = None, overwrite: bool = False,
+                 trust_remote_code: bool = False) -> Path:
+    """Write `output/` (model, processor, remote code, README.md) from a checkpoint folder; atomic.
+
+    The checkpoint's code runs only when it is the installed modeling_salad or `trust_remote_code` allows it."""
+    from modeling_salad.loading import load_salad
 
     checkpoint, output = Path(checkpoint), Path(output)
     if not (checkpoint / "config.json").is_file():
         raise ValueError(f"{checkpoint} is not a SALAD checkpoint folder (no config.json)")
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} exists; pass --overwrite to replace it")
-    model = SaladForCausalLM.from_pretrained(checkpoint)
-    # The checkpoint's own remote code is this package's code: loading it through the auto classes is safe.
-    processor = SaladProcessor.from_pretrained(checkpoint, trust_remote_code=True)
+    model, processor = load_salad(checkpoint, trust_remote_code)
     card = build_card(model, name=output.name, repo_id=repo_id or f"org/{output.name}", results=results,
                       datasets=datasets or [], training=training, license=license, limitations=limitations or [])
     with staging_dir(output) as staging:
@@ -100,7 +102,7 @@ def export_model(checkpoint: str | os.PathLike, output: str | os.PathLike, *, re
     return output
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="salad-export", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="a SALAD checkpoint folder (e.g. runs/x/checkpoint-100 or a final output)")
     parser.add_argument("output", help="the Hub-ready model folder to write")
@@ -110,13 +112,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--training-notes", help="a text/markdown file describing the training run")
     parser.add_argument("--license", default="apache-2.0")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run the checkpoint's own code even when it is not the installed modeling_salad")
     args = parser.parse_args(argv)
-    results = json.loads(Path(args.results).read_text()) if args.results else None
-    training = Path(args.training_notes).read_text() if args.training_notes else DEFAULT_TRAINING
-    out = export_model(args.checkpoint, args.output, repo_id=args.repo_id, results=results, datasets=args.dataset,
-                       training=training, license=args.license, overwrite=args.overwrite)
+    try:
+        results = json.loads(Path(args.results).read_text()) if args.results else None
+        training = Path(args.training_notes).read_text() if args.training_notes else DEFAULT_TRAINING
+        out = export_model(args.checkpoint, args.output, repo_id=args.repo_id, results=results,
+                           datasets=args.dataset, training=training, license=args.license, overwrite=args.overwrite,
+                           trust_remote_code=args.trust_remote_code)
+    except (ValueError, OSError) as error:
+        print(f"salad-export: error: {error}", file=sys.stderr)
+        return 2
     print(f"wrote {out} (publish with: salad-publish {out} {args.repo_id or 'ORG/NAME'} --repo-type model)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

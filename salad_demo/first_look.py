@@ -46,13 +46,15 @@ def first_look(model_dir: str, audio_path: str, prompt: str = DEFAULT_PROMPT, ma
     import torch
     from transformers import AutoModel, AutoProcessor
 
+    from modeling_salad.loading import resolve_trust_remote_code
     from modeling_salad.processing_salad import load_audio
 
     if not Path(model_dir, "config.json").is_file():
         raise ValueError(f"{model_dir} is not a saved model folder (no config.json)")
+    trust = resolve_trust_remote_code(model_dir)  # the demo's own folder: the installed code, by sha256
     start = time.perf_counter()
-    model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
-    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    model = AutoModel.from_pretrained(model_dir, trust_remote_code=trust).eval()
+    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=trust)
     load_seconds = time.perf_counter() - start
     audio = load_audio(str(audio_path))
     messages = [{"role": "user", "content": [{"type": "audio", "array": audio, "sampling_rate": SAMPLING_RATE},

@@ -139,11 +139,11 @@ class DemoPipeline:
 
     @staticmethod
     def load_model(path):
-        from modeling_salad import SaladForCausalLM, SaladProcessor
+        from modeling_salad.loading import load_salad
 
-        # trust_remote_code: the processor's sub-loaders otherwise ask on stdin about the folder's own code
-        return (SaladForCausalLM.from_pretrained(str(path)).eval(),
-                SaladProcessor.from_pretrained(str(path), trust_remote_code=True))
+        # The demo's own folders hold the installed modeling_salad's code: the sha256 rule allows it, no flag.
+        model, processor = load_salad(path)
+        return model.eval(), processor
 
     def voice_pool(self):
         from datasets_scripts.tts import VoicePool

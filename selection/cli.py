@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(SelectConfig):
         parser.add_argument(f"--{f.name}", dest=f.name, type=_coerce, default=argparse.SUPPRESS,
                             help=f.metadata.get("help", ""))
+    parser.add_argument("--trust-remote-code", dest="trust_remote_code", action="store_true",
+                        default=argparse.SUPPRESS, help="same as --trust_remote_code true")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 

@@ -52,6 +52,8 @@ class SelectConfig:
     round: int = field(default=1, metadata={"help": "selection round recorded in every row (paper: one)"})
     device: str | None = field(default=None, metadata={"help": "cuda / cpu (default: cuda when available)"})
     examples_per_cluster: int = field(default=3, metadata={"help": "example texts per cluster in the report"})
+    trust_remote_code: bool = field(default=False, metadata={
+        "help": "run the checkpoint's own code even when it is not byte-identical to the installed modeling_salad"})
 
     def __post_init__(self):
         budgets = [b for b in (self.budget_texts, self.budget_hours, self.budget_tokens) if b is not None]

@@ -96,13 +96,13 @@ def checkpoint_stamp(path: str | None) -> list | None:
     return [str(folder.resolve()), [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]]
 
 
-def load_salad_checkpoint(checkpoint: str, device: str | torch.device = "cpu"):
-    """(model, processor) from a SALAD checkpoint folder, in eval mode on `device`."""
-    from modeling_salad import SaladForCausalLM, SaladProcessor
+def load_salad_checkpoint(checkpoint: str, device: str | torch.device = "cpu", trust_remote_code: bool = False):
+    """(model, processor) from a SALAD checkpoint folder, in eval mode on `device`; the folder's own code runs
+    only when it is the installed `modeling_salad` or `trust_remote_code` is set."""
+    from modeling_salad.loading import load_salad
 
     _check_checkpoint(checkpoint)
-    model = SaladForCausalLM.from_pretrained(checkpoint)
-    processor = SaladProcessor.from_pretrained(checkpoint, trust_remote_code=True)
+    model, processor = load_salad(checkpoint, trust_remote_code)
     return model.to(device).eval(), processor
 
 
@@ -158,15 +158,16 @@ class SelectionRun:
         if self.scorer is None:
             from trainers.diagnostics import MisalignmentProbe
 
-            model, self.processor = load_salad_checkpoint(self.cfg.checkpoint, self.device)
+            model, self.processor = load_salad_checkpoint(self.cfg.checkpoint, self.device,
+                                                          self.cfg.trust_remote_code)
             self.scorer = MisalignmentProbe(model, self.processor, batch_size=self.cfg.misalignment_batch_size)
         return self.scorer
 
     def get_processor(self):
         if self.processor is None:
-            from modeling_salad import SaladProcessor
+            from modeling_salad.loading import load_salad_processor
 
-            self.processor = SaladProcessor.from_pretrained(self.cfg.checkpoint, trust_remote_code=True)
+            self.processor = load_salad_processor(self.cfg.checkpoint, self.cfg.trust_remote_code)
         return self.processor
 
     def get_transcriber(self):

@@ -50,3 +50,32 @@ def test_nothing_is_downloaded_when_downloads_are_off(isolated, monkeypatch):
     monkeypatch.setenv("SALAD_BIGBENCH_TARBALL", str(isolated / "missing.tar.gz"))
     with pytest.raises(FileNotFoundError, match="SALAD_BIGBENCH_TARBALL"):
         corpora.bigbench_archive()
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("bigbench/benchmark_tasks/../../../../escaped/task.json", "file"),
+    ("/tmp/absolute/benchmark_tasks/x/task.json", "file"),
+    ("bigbench/benchmark_tasks/linked/task.json", "symlink"),
+])
+def test_a_tarball_member_that_escapes_the_cache_is_refused(isolated, monkeypatch, name, kind):
+    import io
+    import tarfile
+
+    archive = isolated / "crafted.tar.gz"
+    payload = json.dumps({"examples": [{"input": "q", "target_scores": {"a": 1}}]}).encode()
+    with tarfile.open(archive, "w:gz") as tar:
+        good = tarfile.TarInfo("bigbench/benchmark_tasks/ok/task.json")
+        good.size = len(payload)
+        tar.addfile(good, io.BytesIO(payload))
+        member = tarfile.TarInfo(name)
+        if kind == "symlink":
+            member.type, member.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(member)
+        else:
+            member.size = len(payload)
+            tar.addfile(member, io.BytesIO(payload))
+    monkeypatch.setenv("SALAD_BIGBENCH_TARBALL", str(archive))
+    with pytest.raises(ValueError, match="refused: " + name.replace(".", r"\.")):
+        corpora.bigbench_task_path("ok")
+    written = [p for p in isolated.rglob("task.json")]
+    assert written == [] and not Path("/tmp/absolute/benchmark_tasks/x/task.json").exists()

@@ -141,3 +141,25 @@ def test_cascade_needs_an_explicit_asr_model(tmp_path, checkpoint):
     write_jsonl(bench, items(4))
     with pytest.raises(SystemExit, match="--asr-model"):
         main(["--model", str(ckpt), "--benchmark", str(bench), "--modes", "cascade", "--output", str(tmp_path / "o")])
+
+
+def test_results_record_their_settings_and_stale_results_are_renamed(tmp_path, checkpoint, monkeypatch):
+    ckpt, _ = checkpoint
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    bench = tmp_path / "parity.jsonl"
+    write_jsonl(bench, items(6))
+    out = tmp_path / "out"
+    argv = ["--model", str(ckpt), "--benchmark", str(bench), "--modes", "text", "--num-fewshot", "0",
+            "--bootstrap", "20", "--output", str(out)]
+    assert main(argv + ["--limit", "4"]) == 0
+    first = json.loads((out / "results.json").read_text())
+    assert first["settings"]["limit"] == 4 and len(first["settings_sha256"]) == 64
+    assert main(argv + ["--limit", "4"]) == 0  # same settings: replaced in place, nothing stale
+    assert not (out / "results.stale.json").exists()
+    with pytest.raises(SystemExit):  # other settings, and the run fails: the old results must not look current
+        main(argv + ["--limit", "3", "--modes", "telepathy"])
+    assert not (out / "results.json").exists()
+    assert json.loads((out / "results.stale.json").read_text())["settings"]["limit"] == 4
+    assert main(argv + ["--limit", "3"]) == 0
+    assert json.loads((out / "results.json").read_text())["benchmarks"]["parity"]["n"] == 3
+    assert not list(out.glob(".*.tmp"))  # unique temp names, none left behind

@@ -77,3 +77,23 @@ def test_bad_inputs(folder, tmp_path):
     with pytest.raises(ValueError, match="no README.md card"):
         publish_folder(tmp_path / "empty", "o/n", dry_run=True)
     assert main([str(tmp_path / "missing"), "o/n"]) == 2
+
+
+def test_pickles_of_a_training_output_are_refused_unless_included(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoint-2").mkdir(parents=True)
+    for name in ("README.md", "config.json", "model.safetensors", "modeling_salad.py", "chat_template.jinja",
+                 "checkpoint-2/trainer_state.json", "checkpoint-2/optimizer.pt", "checkpoint-2/scheduler.pt",
+                 "checkpoint-2/rng_state.pth", "checkpoint-2/training_args.bin", "loss.png"):
+        (out / name).write_bytes(b"x")
+    with pytest.raises(ValueError, match="refusing to upload 4 file") as error:
+        publish_folder(out, "org/run", repo_type="model", dry_run=True)
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin"):
+        assert f"checkpoint-2/{name}" in str(error.value)
+    assert main([str(out), "org/run", "--repo-type", "model", "--dry-run"]) == 2
+    assert "--include" in capsys.readouterr().err
+    report = publish_folder(out, "org/run", repo_type="model", dry_run=True, include=["*.pt", "*.pth", "*.bin"])
+    assert len(report["files"]) == 11
+    (out / "checkpoint-2" / "optimizer.pt").unlink()
+    with pytest.raises(ValueError, match="refusing to upload 1 file.*training_args.bin"):
+        publish_folder(out, "org/run", repo_type="model", dry_run=True, include=["rng_state.pth", "*/scheduler.pt"])

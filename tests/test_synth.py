@@ -142,6 +142,28 @@ def test_finished_output_is_never_silently_overwritten(tmp_path):
         write_span_dataset(rows, tmp_path / "other", pool, SynthConfig(progress=False))
 
 
+def test_an_input_edited_in_place_is_refused_not_mixed(tmp_path, monkeypatch):
+    rows = [{"id": f"r{i}", "text": t} for i, t in enumerate(TEXTS[:4])]
+    pool, out = VoicePool(POOL), tmp_path / "out"
+    real_build, calls = synth_module.build_rows, Counter()
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # killed in the second chunk
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(synth_module, "build_rows", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_span_dataset(rows, out, pool, chunk_size=2, progress=False)
+    monkeypatch.setattr(synth_module, "build_rows", real_build)
+    edited = [dict(r, text=r["text"].upper()) for r in rows]  # same ids, same count, new content
+    with pytest.raises(ValueError, match="different input .*content hash changed"):
+        write_span_dataset(edited, out, pool, chunk_size=2, progress=False)
+    write_span_dataset(edited, out, pool, chunk_size=2, overwrite=True, progress=False)
+    assert sorted(_load(out)["text"]) == sorted(r["text"] for r in edited)
+
+
 def test_shards_and_worker_processes_cover_every_row_once(tmp_path):
     rows = [{"id": f"r{i}", "text": t} for i, t in enumerate(TEXTS)]
     pool, out = VoicePool(POOL), tmp_path / "out"

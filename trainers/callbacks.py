@@ -33,10 +33,14 @@ class PreDecayCheckpointCallback(TrainerCallback):
             return
         start = self.trainer.decay_start_step(state.max_steps)
         if state.global_step == start and start > 0:
-            path = os.path.join(args.output_dir, PRE_DECAY_DIR)
-            self.trainer.save_model(path)
-            if args.should_save:
-                state.save_to_json(os.path.join(path, "trainer_state.json"))
+            from .saving import save_folder_staged
+
+            def write(folder):
+                self.trainer.save_model(str(folder))
+                if args.should_save:
+                    state.save_to_json(os.path.join(folder, "trainer_state.json"))
+
+            save_folder_staged(self.trainer, os.path.join(args.output_dir, PRE_DECAY_DIR), write)
 
 
 class DiagnosticsCallback(TrainerCallback):

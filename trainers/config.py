@@ -77,6 +77,10 @@ class DistillationConfig(SFTConfig):
         if self.kd_chunk_size == 0:
             self.kd_chunk_size = None
         super().__post_init__()
+        if self.learning_rate < 0:
+            raise ValueError(f"learning_rate must be >= 0, got {self.learning_rate}")
+        if self.adapter_learning_rate is not None and self.adapter_learning_rate < 0:
+            raise ValueError(f"adapter_learning_rate must be >= 0, got {self.adapter_learning_rate}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         if not 0.0 <= self.beta <= 1.0:

@@ -26,9 +26,11 @@ from trainers.config import DataArguments, DistillationConfig, ModelArguments  #
 __all__ = ["train", "parse_train_args", "build_model_and_processor", "main"]
 
 
-def build_model_and_processor(model_args: ModelArguments, seed: int = 0):
-    """A SALAD checkpoint, a new model from a text LLM + speech encoder, or a tiny random one."""
-    from modeling_salad import SaladForCausalLM, SaladProcessor, build_salad
+def build_model_and_processor(model_args: ModelArguments, seed: int = 0, trust_remote_code: bool = False):
+    """A SALAD checkpoint, a new model from a text LLM + speech encoder, or a tiny random one. A checkpoint's own
+    code runs only when it is the installed modeling_salad or `trust_remote_code` allows it."""
+    from modeling_salad import build_salad
+    from modeling_salad.loading import load_salad
 
     dtype = model_args.dtype if model_args.dtype == "auto" else getattr(torch, model_args.dtype)
     if model_args.tiny_random:
@@ -36,8 +38,7 @@ def build_model_and_processor(model_args: ModelArguments, seed: int = 0):
 
         return build_tiny_salad(seed=seed)
     if model_args.model_name_or_path:
-        model = SaladForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=dtype)
-        return model, SaladProcessor.from_pretrained(model_args.model_name_or_path, trust_remote_code=True)
+        return load_salad(model_args.model_name_or_path, trust_remote_code, dtype=dtype)
     if not (model_args.text_model_name_or_path and model_args.audio_encoder_name_or_path):
         raise ValueError("give model_name_or_path, or text_model_name_or_path + audio_encoder_name_or_path, "
                          "or tiny_random: true")
@@ -84,7 +85,7 @@ def train(args: DistillationConfig, model_args: ModelArguments, data_args: DataA
     from trainers.data import build_training_dataset
     from trainers.trainer import DistillationTrainer
 
-    model, processor = build_model_and_processor(model_args, seed=args.seed)
+    model, processor = build_model_and_processor(model_args, seed=args.seed, trust_remote_code=args.trust_remote_code)
     train_dataset = build_training_dataset(data_args, args.text_replay_ratio, seed=args.seed)
     probe = _probe_documents(args, train_dataset)
     collator_cache = None

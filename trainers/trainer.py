@@ -16,7 +16,13 @@ from .collator import SpanDocumentCollator
 from .config import DistillationConfig
 from .kd import hidden_at_positions, logits_at_positions, output_head_weight
 from .losses import fused_salad_objective, liger_distillation_loss, salad_objective, shared_vocabulary
-from .saving import export_self_contained, lora_modules, merged_state_dict
+from .saving import (
+    check_resume_schedule,
+    export_self_contained,
+    lora_modules,
+    merged_state_dict,
+    save_checkpoint_staged,
+)
 
 __all__ = ["DistillationTrainer", "LoraDisabledTeacher"]
 
@@ -356,7 +362,28 @@ class DistillationTrainer(SFTTrainer):
         decay = kwargs.get("num_decay_steps", max(1, round(self.args.decay_fraction * num_training_steps)))
         return max(num_training_steps - int(decay), 0)
 
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """`Trainer.train`; a resume with another `max_steps` than the checkpoint's run is refused."""
+        if resume_from_checkpoint:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            checkpoint = (get_last_checkpoint(self.args.output_dir) if resume_from_checkpoint is True
+                          else resume_from_checkpoint)
+            if checkpoint:
+                check_resume_schedule(checkpoint, self.args.max_steps)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
     # ---------------------------------------------------------------------------------------------- saving
+    staging_run_dir: str | None = None  # set while Trainer's checkpoint writer runs into a staging folder
+
+    def _get_output_dir(self, trial) -> str:
+        return self.staging_run_dir or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Trainer's checkpoint, written into a staging folder and renamed into place when complete."""
+        save_checkpoint_staged(self, super()._get_output_dir(trial),
+                               lambda: super(DistillationTrainer, self)._save_checkpoint(model, trial))
+
     def _save(self, output_dir: str | None = None, state_dict=None):
         """Self-contained folders: merged full weights, processor and remote code (AutoModel-loadable)."""
         output_dir = output_dir or self.args.output_dir
