@@ -126,6 +126,8 @@ def _input_rows(args) -> tuple[list[dict], str]:
         mode = "spans" if args.spans else "utterance"
     if not rows:
         raise ValueError(f"No input rows in {args.input!r}")
+    if mode != "spans":
+        check_clip_lengths(rows, args.input, "question" if mode == "benchmark" else "text")
     return rows, mode
 
 

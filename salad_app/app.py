@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from evaluation.generate_mode import generate_answer
+from spans import audio_token_count
 from evaluation.loading import load_base_llm, load_salad
 
 DEFAULT_MODEL = "runs/demo/salad-demo"
@@ -129,7 +130,7 @@ class SaladApp:
     def ask(self, audio_path: str | None, typed: str = "") -> Answers:
         typed = typed or ""
         audio = self.clip(audio_path, typed)
-        placeholders = int(self.processor.num_audio_tokens(len(audio)))
+        placeholders = audio_token_count(self.processor, len(audio))
         salad, salad_ms = _timed(generate_answer, self.model, self.processor, {"choices": []}, audio,
                                  self.max_new_tokens)
         transcript, cascade, cascade_info = "", "", "no ASR model: pass --asr-model WHISPER_DIR"

@@ -155,12 +155,12 @@ def test_an_input_edited_in_place_is_refused_not_mixed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(synth_module, "build_rows", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        write_span_dataset(rows, out, pool, chunk_size=2, progress=False)
+        write_span_dataset(rows, out, pool, SynthConfig(chunk_size=2, progress=False))
     monkeypatch.setattr(synth_module, "build_rows", real_build)
     edited = [dict(r, text=r["text"].upper()) for r in rows]  # same ids, same count, new content
     with pytest.raises(ValueError, match="different input .*content hash changed"):
-        write_span_dataset(edited, out, pool, chunk_size=2, progress=False)
-    write_span_dataset(edited, out, pool, chunk_size=2, overwrite=True, progress=False)
+        write_span_dataset(edited, out, pool, SynthConfig(chunk_size=2, progress=False))
+    write_span_dataset(edited, out, pool, SynthConfig(chunk_size=2, overwrite=True, progress=False))
     assert sorted(_load(out)["text"]) == sorted(r["text"] for r in edited)
 
 
