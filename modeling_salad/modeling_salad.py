@@ -110,8 +110,7 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
     def _encode_whisper(self, input_features: torch.Tensor, input_features_mask: torch.Tensor):
         tower = self.audio_encoder
         mel_mask = input_features_mask.bool()
-        out_lengths = whisper_encoder_frames(mel_mask.sum(-1))
-        features = input_features.to(tower.conv1.weight.dtype)
+        features = input_features.to(tower.dtype)
         if self.config.audio_padding == "window":
             window = tower.config.max_source_positions * 2
             if features.shape[-1] != window:
@@ -121,31 +120,10 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
                 )
             states = tower(features).last_hidden_state
         else:
-            states = self._run_whisper_unpadded(features, mel_mask, out_lengths)
+            states = tower(features, attention_mask=mel_mask).last_hidden_state
+        out_lengths = whisper_encoder_frames(mel_mask.sum(-1))
         frame_mask = torch.arange(states.shape[1], device=states.device)[None, :] < out_lengths[:, None]
         return states, frame_mask
-
-    def _run_whisper_unpadded(self, features, mel_mask, out_lengths):
-        """Whisper encoder on the real length: zero padding like a lone chunk, key-padding mask in attention."""
-        tower = self.audio_encoder
-        keep = mel_mask[:, None, :].to(features.dtype)
-        hidden = nn.functional.gelu(tower.conv1(features * keep)) * keep
-        hidden = nn.functional.gelu(tower.conv2(hidden)).permute(0, 2, 1)
-        num_frames = hidden.shape[1]
-        if num_frames > tower.config.max_source_positions:
-            raise ValueError(
-                f"A chunk has {num_frames} encoder frames, more than the encoder's "
-                f"{tower.config.max_source_positions}; chunk long audio with SaladProcessor."
-            )
-        hidden = hidden + tower.embed_positions.weight[:num_frames].to(hidden.dtype)
-        frame_mask = torch.arange(num_frames, device=hidden.device)[None, :] < out_lengths[:, None]
-        attention_mask = torch.zeros(hidden.shape[0], 1, num_frames, num_frames, dtype=hidden.dtype, device=hidden.device)
-        attention_mask = attention_mask.masked_fill(~frame_mask[:, None, None, :], torch.finfo(hidden.dtype).min)
-        for layer in tower.layers:
-            hidden = layer(hidden, attention_mask)
-            if isinstance(hidden, tuple):
-                hidden = hidden[0]
-        return tower.layer_norm(hidden)
 
     def _encode_mimi(self, input_features: torch.Tensor, input_features_mask: torch.Tensor):
         tower = self.audio_encoder
