@@ -76,7 +76,9 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
         return super().from_pretrained(*args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Full-weight safetensors + the remote-code files + `auto_map` for AutoConfig/AutoModel/AutoModelForCausalLM."""
+        """Full-weight safetensors + the remote-code files + `auto_map` for the Auto classes, and a generation config
+        that suppresses `<|audio|>`."""
+        self.suppress_audio_token()
         type(self.config).register_for_auto_class()
         type(self).register_for_auto_class("AutoModelForCausalLM")
         auto_map = dict(getattr(self.config, "auto_map", None) or {})
@@ -191,28 +193,42 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
         return input_features is not None or audio_encoder_states is not None
 
     def embed_inputs(self, input_ids=None, input_features=None, input_features_mask=None, audio_encoder_states=None,
-                     audio_encoder_mask=None, inputs_embeds=None, labels=None):
+                     audio_encoder_mask=None, inputs_embeds=None, labels=None, decoding_step=False):
         """The LLM's `inputs_embeds` `[B, U, D]` with each clip's audio embeddings at its `<|audio|>` placeholders
         (and `labels` with the placeholders ignored): what `forward` feeds the language model. Callers that need
-        hidden states rather than logits run `get_decoder()` on it."""
+        hidden states rather than logits run `get_decoder()` on it.
+
+        Placeholders are checked only where audio is merged. On a `decoding_step` (a cached generation step, no
+        audio) an `<|audio|>` the model generated is an ordinary token and keeps its own embedding."""
         audio_id = self.config.audio_token_id
+        merging = self._has_audio(input_features, audio_encoder_states)
         if inputs_embeds is None:
             is_placeholder = input_ids == audio_id if audio_id is not None else torch.zeros_like(input_ids, dtype=torch.bool)
-            if is_placeholder.any() and not self._has_audio(input_features, audio_encoder_states):
+            if is_placeholder.any() and not merging and not decoding_step:
                 raise ValueError(
                     f"input_ids hold {int(is_placeholder.sum())} `<|audio|>` placeholders but no audio was given "
                     "(`input_features` or `audio_encoder_states`)."
                 )
-            inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(is_placeholder, 0))
+            token_ids = input_ids.masked_fill(is_placeholder, 0) if merging else input_ids
+            inputs_embeds = self.get_input_embeddings()(token_ids)
             if labels is not None:
                 labels = labels.masked_fill(is_placeholder, -100)
-        if self._has_audio(input_features, audio_encoder_states):
+        if merging:
             audio_features = self.get_audio_features(
                 input_features, input_features_mask, audio_encoder_states, audio_encoder_mask
             ).to(inputs_embeds.dtype)
             placeholder_mask = self.get_placeholder_mask(input_ids, inputs_embeds, audio_features)
             inputs_embeds = inputs_embeds.masked_scatter(placeholder_mask, audio_features)
         return inputs_embeds, labels
+
+    def suppress_audio_token(self, generation_config=None):
+        """Add `<|audio|>` to `suppress_tokens` of the generation config: the model never writes a placeholder."""
+        generation_config = generation_config if generation_config is not None else self.generation_config
+        audio_id = self.config.audio_token_id
+        suppressed = list(generation_config.suppress_tokens or [])
+        if audio_id is not None and audio_id not in suppressed:
+            generation_config.suppress_tokens = suppressed + [audio_id]
+        return generation_config
 
     # ----------------------------------------------------------------- forward / generate
     def forward(
@@ -244,6 +260,7 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
         inputs_embeds, labels = self.embed_inputs(
             input_ids, input_features, input_features_mask, audio_encoder_states, audio_encoder_mask,
             inputs_embeds=inputs_embeds, labels=labels,
+            decoding_step=cache is not None and cache.get_seq_length() > 0,
         )
         return self.language_model(
             inputs_embeds=inputs_embeds,
