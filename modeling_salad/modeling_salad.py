@@ -87,6 +87,8 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
                 "AutoConfig": "configuration_salad.SaladConfig",
                 "AutoModel": "modeling_salad.SaladForCausalLM",
                 "AutoModelForCausalLM": "modeling_salad.SaladForCausalLM",
+                # what `pipeline("any-to-any")` loads
+                "AutoModelForMultimodalLM": "modeling_salad.SaladForCausalLM",
             }
         )
         self.config.auto_map = auto_map
@@ -203,7 +205,7 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
         audio_id = self.config.audio_token_id
         merging = self._has_audio(input_features, audio_encoder_states)
         if inputs_embeds is None:
-            is_placeholder = input_ids == audio_id if audio_id is not None else torch.zeros_like(input_ids, dtype=torch.bool)
+            is_placeholder = (input_ids == audio_id) if audio_id is not None else torch.zeros_like(input_ids).bool()
             if is_placeholder.any() and not merging and not decoding_step:
                 raise ValueError(
                     f"input_ids hold {int(is_placeholder.sum())} `<|audio|>` placeholders but no audio was given "
