@@ -25,6 +25,11 @@ class SaladWhisperEncoder(WhisperEncoder):
     padded frames, so a chunk gives the same real frames whether it is batched with longer chunks or alone.
     """
 
+    def _initialize_weights(self, module, is_custom_code: bool = False):
+        # Initialize exactly as transformers' own WhisperEncoder: its shortcut for custom code skips modules without
+        # direct parameters, which would leave the sinusoidal position table randomly initialized.
+        super()._initialize_weights(module, is_custom_code=False)
+
     def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         if attention_mask is None:
             return super().forward(input_features, **kwargs)

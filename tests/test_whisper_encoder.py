@@ -30,6 +30,15 @@ def test_same_parameter_names_as_whisper_encoder():
     assert list(ours.state_dict()) == list(plain.state_dict())
 
 
+def test_fresh_init_equals_whisper_encoder():
+    torch.manual_seed(3)
+    plain = WhisperEncoder(tiny_whisper_config())
+    torch.manual_seed(3)
+    ours = SaladWhisperEncoder(tiny_whisper_config())
+    for (name, expected), actual in zip(plain.state_dict().items(), ours.state_dict().values()):
+        assert torch.equal(actual, expected), name  # includes the sinusoidal position table
+
+
 def test_padded_window_equals_whisper_encoder():
     plain, ours = _pair()
     features = torch.randn(2, 80, 3000)
