@@ -166,7 +166,8 @@ def profile_phases(args) -> dict:
         (gkd.model, "forward", "student"), (gkd, "generalized_jsd_loss", "loss"),
         (gkd, "compute_loss", "compute_loss"), (gkd, "training_step", "training_step")],
         lambda p: {"collator": p.get("collator", 0), "teacher_fwd": p["teacher"], "student_fwd": p["student"],
-                   "loss (forward only)": p["loss"], "student_bwd (incl. the loss's)": p["training_step"] - p["compute_loss"],
+                   "loss (forward only)": p["loss"],
+                   "student_bwd (incl. the loss's)": p["training_step"] - p["compute_loss"],
                    "optimizer+other": p["train"] - p["training_step"] - p.get("collator", 0), "train": p["train"]})
     return {"ours": ours_split, "gkd": gkd_split, "threads": torch.get_num_threads(),
             "loadavg": open("/proc/loadavg").read().split()[:3]}
