@@ -119,6 +119,15 @@ def run_trainers(args) -> dict:
     return result
 
 
+def _timed_train(trainer, args, count_tokens) -> dict:
+    loader = trainer.get_train_dataloader()
+    tokens = sum(count_tokens(batch) for _, batch in zip(range(args.steps), loader))
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    return {"tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1)}
+
+
 def _timed(phases: dict, label: str, fn):
     def wrapper(*a, **k):
         start = time.perf_counter()
