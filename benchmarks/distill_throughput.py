@@ -119,6 +119,15 @@ def run_trainers(args) -> dict:
     return result
 
 
+def _timed_train(trainer, args, count_tokens) -> dict:
+    loader = trainer.get_train_dataloader()
+    tokens = sum(count_tokens(batch) for _, batch in zip(range(args.steps), loader))
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    return {"tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1)}
+
+
 def _timed(phases: dict, label: str, fn):
     def wrapper(*a, **k):
         start = time.perf_counter()
@@ -166,7 +175,8 @@ def profile_phases(args) -> dict:
         (gkd.model, "forward", "student"), (gkd, "generalized_jsd_loss", "loss"),
         (gkd, "compute_loss", "compute_loss"), (gkd, "training_step", "training_step")],
         lambda p: {"collator": p.get("collator", 0), "teacher_fwd": p["teacher"], "student_fwd": p["student"],
-                   "loss (forward only)": p["loss"], "student_bwd (incl. the loss's)": p["training_step"] - p["compute_loss"],
+                   "loss (forward only)": p["loss"],
+                   "student_bwd (incl. the loss's)": p["training_step"] - p["compute_loss"],
                    "optimizer+other": p["train"] - p["training_step"] - p.get("collator", 0), "train": p["train"]})
     return {"ours": ours_split, "gkd": gkd_split, "threads": torch.get_num_threads(),
             "loadavg": open("/proc/loadavg").read().split()[:3]}
