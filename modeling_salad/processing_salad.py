@@ -6,6 +6,7 @@ Remote-code safe: optional deps (soundfile, soxr) imported inside functions; pub
 import io
 import math
 import os
+import warnings
 
 import numpy as np
 from transformers import ProcessorMixin
@@ -16,6 +17,7 @@ SAMPLING_RATE = 16_000
 WHISPER_HOP_LENGTH = 160
 WHISPER_MIN_SAMPLES = 400  # one STFT window; shorter chunks are zero-padded to it
 AUDIO_TOKEN = "<|audio|>"
+NOISE_FLATNESS = 0.45  # median spectral flatness: white noise ~0.56, speech and music far lower
 
 DEFAULT_CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
@@ -107,7 +109,7 @@ def load_audio(audio, sampling_rate: int | None = None, name: str = "audio") -> 
         if not os.path.isfile(path):
             raise ValueError(f"Audio file {path!r} does not exist.")
         data, rate = _read_file(path, path)
-        return _finish(data, rate, path)
+        return _warn_if_noise(_finish(data, rate, path), path)
     if isinstance(audio, dict):
         if audio.get("array") is not None:
             rate = audio.get("sampling_rate", sampling_rate)
@@ -115,7 +117,7 @@ def load_audio(audio, sampling_rate: int | None = None, name: str = "audio") -> 
         if audio.get("bytes") is not None:
             label = audio.get("path") or name
             data, rate = _read_file(io.BytesIO(audio["bytes"]), label)
-            return _finish(data, rate, label)
+            return _warn_if_noise(_finish(data, rate, label), label)
         if audio.get("path") is not None:
             return load_audio(audio["path"], name=audio["path"])
         raise ValueError(f"{name}: audio dict needs 'array' + 'sampling_rate', 'bytes' or 'path'; got {sorted(audio)}.")
@@ -126,7 +128,29 @@ def load_audio(audio, sampling_rate: int | None = None, name: str = "audio") -> 
     return _finish(_to_float_array(audio, name), sampling_rate, name)
 
 
+def spectral_flatness(mono: np.ndarray, frame: int = 512) -> float:
+    """Median over Hann-windowed frames of the power spectrum's geometric / arithmetic mean (0 tonal, ~0.56 white
+    noise); 0 for audio shorter than one frame."""
+    count = mono.size // frame
+    if count == 0:
+        return 0.0
+    frames = mono[: count * frame].reshape(count, frame) * np.hanning(frame)
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2 + 1e-12
+    return float(np.median(np.exp(np.log(power).mean(axis=1)) / power.mean(axis=1)))
+
+
+def _warn_if_noise(mono: np.ndarray, name: str) -> np.ndarray:
+    """Files only: a header can be valid while the payload is random bytes, which decodes to white noise."""
+    flatness = spectral_flatness(mono)
+    if flatness >= NOISE_FLATNESS:
+        warnings.warn(f"{name}: the audio looks like white noise (spectral flatness {flatness:.2f} >= "
+                      f"{NOISE_FLATNESS}); is the file corrupt or not audio?", stacklevel=3)
+    return mono
+
+
 def _finish(array: np.ndarray, rate, name: str) -> np.ndarray:
+    if isinstance(rate, (str, bytes, bool)):
+        raise ValueError(f"{name}: the sampling rate must be a number, got {rate!r} ({type(rate).__name__}).")
     if rate is None or not np.isfinite(rate) or rate <= 0:
         raise ValueError(f"{name}: invalid sampling rate {rate!r}.")
     mono = _downmix(np.asarray(array, dtype=np.float32), name)

@@ -73,7 +73,6 @@ def test_a_text_too_long_for_one_clip_is_refused_with_the_split_named(tmp_path, 
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="the rate is read in modeling_salad.processing_salad._finish (model room)")
 def test_a_string_sampling_rate_is_a_clear_error():
     from trainers.tiny import build_tiny_salad
 
@@ -82,7 +81,6 @@ def test_a_string_sampling_rate_is_a_clear_error():
         processor(text="hi <|audio|>", audio=[np.zeros(1600, np.float32)], sampling_rate="16000")
 
 
-@pytest.mark.xfail(strict=True, reason="files are read in modeling_salad.processing_salad.load_audio (model room)")
 def test_a_wav_of_random_bytes_behind_a_valid_header_warns(tmp_path):
     import soundfile as sf
 

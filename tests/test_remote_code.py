@@ -60,9 +60,10 @@ def test_remote_code_round_trip(tmp_path, build):
     folder = tmp_path / "salad-tiny"
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    # Every flat remote-code file travels with the checkpoint (the builder and the package init are not remote code).
+    # Every flat remote-code file travels with the checkpoint (the builder, the trust-checking loader and the package
+    # init are not remote code).
     package = Path(__import__("modeling_salad").__file__).parent
-    remote_files = {p.name for p in package.glob("*.py")} - {"__init__.py", "builder.py"}
+    remote_files = {p.name for p in package.glob("*.py")} - {"__init__.py", "builder.py", "loading.py"}
     assert {"configuration_salad.py", "modeling_salad.py", "processing_salad.py", "projectors.py"} <= remote_files
     for name in sorted(remote_files) + ["model.safetensors"]:
         assert (folder / name).exists(), name
