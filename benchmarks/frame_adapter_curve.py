@@ -87,11 +87,11 @@ def choice_kl(base_logprobs, model_logprobs) -> float:
 class CurveData:
     """Training documents, held-out documents, eval benchmarks and the shared caches of one curve folder."""
 
-    def __init__(self, out: Path, train_documents: int, heldout_documents: int, seed: int = 0):
+    def __init__(self, out: Path, train_documents: int, heldout_documents: int, eval_items: int, seed: int = 0):
         from salad_demo.pipeline import DemoPipeline
         from salad_demo.presets import get_preset
 
-        self.out, self.seed = out, seed
+        self.out, self.seed, self.eval_items = out, seed, eval_items
         preset = get_preset("default")
         preset.name, preset.stage1_documents, preset.replay_documents = "frame-curve", train_documents + heldout_documents, 1
         self.pipeline = DemoPipeline(preset, out / "demo")
@@ -113,13 +113,15 @@ class CurveData:
         _log(f"{len(self.train)} training documents, {len(self.heldout)} held-out documents")
 
     def benchmarks(self):
+        """The demo's eval items (same draw, same few-shot pool), the first `eval_items` scored items per task."""
         from evaluation.api import Benchmark
         from salad_demo.demo_data import eval_items
 
         p, benches = self.preset, []
         for task in EVAL_TASKS:
             items = eval_items(task, p.eval_items_per_task, p.eval_max_question_words, seed=p.seed)
-            benches.append(Benchmark(task, items[p.fewshot_pool_size:], fewshot_pool=items[: p.fewshot_pool_size]))
+            pool, scored = items[: p.fewshot_pool_size], items[p.fewshot_pool_size:][: self.eval_items]
+            benches.append(Benchmark(task, scored, fewshot_pool=pool))
         return benches
 
 
@@ -146,7 +148,7 @@ def base_text_records(data: CurveData) -> dict:
     from evaluation.api import evaluate_model
     from spans.files import atomic_write_json
 
-    path = data.out / "base_text.json"
+    path = data.out / f"base_text-{data.eval_items}.json"
     if path.is_file():
         return json.loads(path.read_text())
     base = AutoModelForCausalLM.from_pretrained(data.assets["llm"]).eval()
@@ -373,13 +375,20 @@ def main(argv=None) -> int:
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="adapter learning rate (constant)")
     parser.add_argument("--batch-size", type=int, default=4, help="documents per step")
     parser.add_argument("--max-length", type=int, default=384, help="training sequence length (tokens)")
+    parser.add_argument("--eval-items", type=int, default=40,
+                        help="scored eval items per task (the demo's draw, first N after the few-shot pool)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: on an oversubscribed machine more threads only spin)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot-only", action="store_true", help="only redraw the plot and print the table")
     args = parser.parse_args(argv)
     marks = parse_marks(args.marks)
     out = Path(args.out)
     if not args.plot_only:
-        data = CurveData(out, args.train_documents, args.heldout_documents, args.seed)
+        import torch
+
+        torch.set_num_threads(args.threads)
+        data = CurveData(out, args.train_documents, args.heldout_documents, args.eval_items, args.seed)
         for adapter in args.adapters:
             run_adapter(data, adapter, marks, args)
     rows = read_rows(out / "curve.jsonl")
