@@ -3,13 +3,15 @@ tiny.en frames (`audio_padding="window"`) in front of a frozen SmolLM2-135M-Inst
 distillation (teacher = the same LLM reading the text of the span document), measured against training minutes.
 
     python benchmarks/frame_adapter_curve.py [--out runs/frame-curve] [--adapters transformer mlp]
-        [--marks 0,5,10,20,30] [--plot-only]
+        [--marks 0,2,5,10,20,30] [--clock cpu|wall] [--limit-train N] [--limit-heldout N] [--eval-items N]
+        [--plot-only]
 
 Data: the demo's Stage I domain (`salad_demo.pipeline.DemoPipeline` stage `stage1_data`: BIG-bench narrative
 texts as interleaved speech/text span documents spoken by the demo's training voices), of which a seeded part is
 held out. The frozen encoder's states of every clip are computed once into OUT/encoder-states and read from there.
 
-At each mark (minutes of training wall time, evaluation excluded; process CPU seconds are recorded beside it)
+At each mark (minutes of training time: process CPU time by default, or wall time; evaluation excluded; both
+clocks are recorded in every row)
 the run measures, for the current adapter:
   * held-out KD loss: the distillation objective KL(text-context LLM || speech-context LLM) per distilled token on
     the held-out span documents (`trainers.diagnostics.misalignment`, the teacher is the frozen LLM);
@@ -102,6 +104,14 @@ class CurveData:
         self.encoder_dir = out / "encoder-states" / "whisper-tiny.en-window"
         self._split()
 
+    def limit(self, train: int | None, heldout: int | None) -> None:
+        """Use only the first `train` training and `heldout` held-out documents (a smaller CPU budget)."""
+        if train:
+            self.train = self.train.select(range(min(train, len(self.train))))
+        if heldout:
+            self.heldout = self.heldout[:heldout]
+        _log(f"using {len(self.train)} training documents, {len(self.heldout)} held-out documents")
+
     def _split(self):
         from datasets_scripts.tts import stable_hash
 
@@ -110,6 +120,7 @@ class CurveData:
         heldout = set(ids[: self.heldout_count])
         self.train = docs.filter(lambda d: d["id"] not in heldout)
         self.heldout = [d for d in docs if d["id"] in heldout]
+        self.heldout.sort(key=lambda d: stable_hash("heldout", self.seed, d["id"]))
         _log(f"{len(self.train)} training documents, {len(self.heldout)} held-out documents")
 
     def benchmarks(self):
@@ -206,8 +217,9 @@ class Measurer:
 
 
 # ------------------------------------------------------------------------------------------------ training
-def make_callback(adapter, marks, rows_path, state_path, measure, seed):
-    """A TrainerCallback that measures at every mark of training wall time and saves the adapter state."""
+def make_callback(adapter, marks, rows_path, state_path, measure, seed, clock="cpu"):
+    """A TrainerCallback that measures at every mark of training time (`clock`: "cpu" = process CPU seconds,
+    "wall" = wall seconds; evaluation excluded from both) and saves the adapter state."""
     import torch
     from transformers import TrainerCallback
 
@@ -248,7 +260,8 @@ def make_callback(adapter, marks, rows_path, state_path, measure, seed):
             self.clock["steps"] += 1
             self.wall, self.cpu = now, cpu
             done = {r["mark_min"] for r in read_rows(rows_path) if r["adapter"] == adapter}
-            due = [m for m in marks if m not in done and self.clock["train_seconds"] >= 60 * m]
+            elapsed = self.clock["cpu_seconds" if clock == "cpu" else "train_seconds"]
+            due = [m for m in marks if m not in done and elapsed >= 60 * m]
             if due:
                 self._save()
                 self._measure(control, max(due))
@@ -266,7 +279,7 @@ def make_callback(adapter, marks, rows_path, state_path, measure, seed):
 
         def _measure(self, control, mark):
             _log(f"{adapter}: measuring at mark {mark:g} min ({self.clock['steps']} steps)")
-            row = {"adapter": adapter, "mark_min": mark, "train_minutes": self.clock["train_seconds"] / 60,
+            row = {"adapter": adapter, "mark_min": mark, "clock": clock, "train_minutes": self.clock["train_seconds"] / 60,
                    "cpu_minutes": self.clock["cpu_seconds"] / 60, "steps": self.clock["steps"],
                    "train_kd_loss": (sum(self.losses[-5:]) / len(self.losses[-5:])) if self.losses else None,
                    "recipe": ADAPTERS[adapter], "seed": seed, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -304,7 +317,8 @@ def run_adapter(data: CurveData, adapter: str, marks: list[float], args) -> None
         dataloader_num_workers=0, bf16=False, speech_policy="all", save_pre_decay_checkpoint=False,
         text_replay_ratio=0.0, weight_decay=0.0, disable_tqdm=True)
     measure = Measurer(data, processor, collator)
-    callback = make_callback(adapter, marks, rows_path, data.out / f"state-{adapter}.pt", measure, args.seed)
+    callback = make_callback(adapter, marks, rows_path, data.out / f"state-{adapter}.pt", measure, args.seed,
+                             args.clock)
     trainer = DistillationTrainer(model=model, args=config, train_dataset=data.train, processing_class=processor,
                                   data_collator=collator, callbacks=[callback])
     trainer.train()
@@ -323,9 +337,9 @@ def plot(rows: list[dict], path: Path) -> Path:
     for adapter in sorted({r["adapter"] for r in rows}):
         mine = sorted((r for r in rows if r["adapter"] == adapter), key=lambda r: r["train_minutes"])
         for ax, (key, label) in zip(axes, panels):
-            ax.plot([r["train_minutes"] for r in mine], [with_derived(mine, r)[key] for r in mine], "o-",
-                    label=adapter)
-            ax.set_xlabel("training minutes (wall, 2 shared CPU cores)")
+            minutes = [r["cpu_minutes" if r.get("clock") == "cpu" else "train_minutes"] for r in mine]
+            ax.plot(minutes, [with_derived(mine, r)[key] for r in mine], "o-", label=adapter)
+            ax.set_xlabel(f"training minutes ({mine[0].get('clock', 'wall')} time, 1 thread, shared CPU)")
             ax.set_ylabel(label)
     axes[0].axhline(0.0, color="grey", lw=0.8)
     axes[0].legend()
@@ -369,12 +383,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/frame-curve", help="output folder (rows, caches, plot)")
     parser.add_argument("--adapters", nargs="+", default=["transformer", "mlp"], choices=list(ADAPTERS))
-    parser.add_argument("--marks", default="0,5,10,20,30", help="training minutes at which to measure")
+    parser.add_argument("--marks", default="0,2,5,10,20,30", help="training minutes at which to measure")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="what a training minute is: process CPU time (fair on a shared, oversubscribed "
+                             "machine) or wall time; evaluation time is excluded from both")
+    parser.add_argument("--limit-train", type=int, default=None, help="train on the first N training documents")
+    parser.add_argument("--limit-heldout", type=int, default=None, help="use the first N held-out documents")
     parser.add_argument("--train-documents", type=int, default=120, help="Stage I span documents trained on")
     parser.add_argument("--heldout-documents", type=int, default=16, help="span documents held out for the KD loss")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="adapter learning rate (constant)")
-    parser.add_argument("--batch-size", type=int, default=4, help="documents per step")
-    parser.add_argument("--max-length", type=int, default=384, help="training sequence length (tokens)")
+    parser.add_argument("--batch-size", type=int, default=2, help="documents per step")
+    parser.add_argument("--max-length", type=int, default=256, help="training sequence length (tokens)")
     parser.add_argument("--eval-items", type=int, default=40,
                         help="scored eval items per task (the demo's draw, first N after the few-shot pool)")
     parser.add_argument("--threads", type=int, default=1,
@@ -389,6 +408,7 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(args.threads)
         data = CurveData(out, args.train_documents, args.heldout_documents, args.eval_items, args.seed)
+        data.limit(args.limit_train, args.limit_heldout)
         for adapter in args.adapters:
             run_adapter(data, adapter, marks, args)
     rows = read_rows(out / "curve.jsonl")
