@@ -187,7 +187,9 @@ class Measurer:
         # frame adapters of one stack factor read the same padded-window encoder states: one cache for both
         self.cache = EvalCache(encoder=DiskEncoderCache(data.out / "eval-encoder" / "whisper-tiny.en-window-s8"))
 
-    def __call__(self, model) -> dict:
+    def __call__(self, model, predictions_dir: Path | None = None) -> dict:
+        """Scores of `model`; with `predictions_dir`, per-item records (base text + speech choice log-likelihoods)
+        are written there as `salad-eval` does, so `salad-eval compare` can pair any two marks."""
         from evaluation.api import evaluate_model
         from evaluation.metrics import bootstrap_ci
         from trainers.diagnostics import misalignment
@@ -203,9 +205,12 @@ class Measurer:
             base = {r["id"]: r for r in self.base[name]}
             for record in records:
                 text = base[record["id"]]
+                record["base_text"] = text
                 base_correct.append(text["correct"])
                 speech_correct.append(record["speech"]["correct"])
                 kls.append(choice_kl(text["logprobs"], record["speech"]["logprobs"]))
+        if predictions_dir is not None:
+            write_predictions(predictions_dir, result["predictions"])
         n = len(speech_correct)
         speech_acc = 100.0 * sum(speech_correct) / n
         base_acc = 100.0 * sum(base_correct) / n
@@ -214,6 +219,13 @@ class Measurer:
                 "gap": base_acc - speech_acc, "choice_kl": sum(kls) / n,
                 "speech_correct": [bool(c) for c in speech_correct],
                 "eval_seconds": time.perf_counter() - start}
+
+
+def write_predictions(folder: Path, predictions: dict) -> None:
+    from spans.files import atomic_write_text
+
+    for name, records in predictions.items():
+        atomic_write_text(folder / "predictions" / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in records))
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -283,7 +295,7 @@ def make_callback(adapter, marks, rows_path, state_path, measure, seed, clock="c
                    "cpu_minutes": self.clock["cpu_seconds"] / 60, "steps": self.clock["steps"],
                    "train_kd_loss": (sum(self.losses[-5:]) / len(self.losses[-5:])) if self.losses else None,
                    "recipe": ADAPTERS[adapter], "seed": seed, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                   **measure(self.model)}
+                   **measure(self.model, rows_path.parent / "eval" / f"{adapter}-{mark:g}min")}
             self.model.train()
             append_row(rows_path, row)
             _log(f"{adapter}: " + json.dumps({k: v for k, v in row.items() if k not in ("speech_correct",

@@ -23,9 +23,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 # speakable English MC tasks with >= 100 short questions (<= 40 words), plus the demo's current two
-CANDIDATES = ("general_knowledge", "known_unknowns", "arithmetic/1_digit_addition", "arithmetic/1_digit_subtraction",
-              "arithmetic/2_digit_addition", "intent_recognition", "goal_step_wikihow/goal_inference",
-              "goal_step_wikihow/step_inference", "social_iqa", "strategyqa", "sports_understanding",
+CANDIDATES = ("general_knowledge", "known_unknowns", "intent_recognition", "arithmetic/1_digit_addition",
+              "goal_step_wikihow/goal_inference", "goal_step_wikihow/step_inference", "social_iqa", "strategyqa",
+              "sports_understanding", "arithmetic/2_digit_addition", "arithmetic/1_digit_subtraction",
               "phrase_relatedness", "misconceptions", "anachronisms", "logical_deduction/three_objects",
               "date_understanding", "disambiguation_qa", "metaphor_boolean")
 
@@ -68,23 +68,26 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", default=list(CANDIDATES), help="BIG-bench task names")
-    parser.add_argument("--items", type=int, default=108, help="scored items per task (after the few-shot pool)")
+    parser.add_argument("--items", type=int, default=80, help="scored items per task (after the few-shot pool)")
     parser.add_argument("--pool", type=int, default=8, help="few-shot pool per task (the demo's)")
     parser.add_argument("--num-fewshot", type=int, default=2, help="shots per prompt (the demo's)")
     parser.add_argument("--max-length", type=int, default=384, help="prompt token budget (the demo's)")
     parser.add_argument("--max-question-words", type=int, default=40, help="longer questions are skipped")
     parser.add_argument("--margin", type=float, default=0.0, help="points above chance the CI must clear")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/heldout-screen", help="folder of screen.jsonl")
     args = parser.parse_args(argv)
     if args.items < 1 or args.pool < args.num_fewshot:
         parser.error("--items must be >= 1 and --pool >= --num-fewshot")
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from salad_demo.assets import prepare_assets
     from spans.files import atomic_write_text
 
+    torch.set_num_threads(args.threads)
     path = Path(args.out) / "screen.jsonl"
     llm = prepare_assets()["llm"]
     base, tokenizer = AutoModelForCausalLM.from_pretrained(llm).eval(), AutoTokenizer.from_pretrained(llm)
