@@ -129,10 +129,10 @@ def test_cli_compare_subprocess(tmp_path):
         [sys.executable, "-c", "import sys; from evaluation.cli import main; sys.exit(main())"]
     out = tmp_path / "cmp"
     proc = subprocess.run([*command, "compare", str(a), str(b), "--bootstrap", "200", "--output", str(out)],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "| a → b | 50.0 | 100.0 |" in proc.stdout
     assert json.loads((out / "compare.json").read_text())["comparisons"][0]["gained"] == 1
     bad = subprocess.run([*command, "compare", str(a), str(tmp_path / "missing")], capture_output=True, text=True,
-                         env=env, timeout=120)
+                         env=env, timeout=600)
     assert bad.returncode != 0 and "no predictions" in bad.stderr
