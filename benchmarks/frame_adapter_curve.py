@@ -75,16 +75,6 @@ def append_row(path: Path, row: dict) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def choice_kl(base_logprobs, model_logprobs) -> float:
-    """KL(p_text || q_speech) of one question's choice distributions (softmax of per-choice log-likelihoods)."""
-    import numpy as np
-
-    from evaluation.metrics import choice_distribution
-
-    p, q = choice_distribution(base_logprobs), choice_distribution(model_logprobs)
-    return float(np.sum(p * (np.log(np.clip(p, 1e-300, None)) - np.log(np.clip(q, 1e-300, None)))))
-
-
 # ------------------------------------------------------------------------------------------------ setup
 class CurveData:
     """Training documents, held-out documents, eval benchmarks and the shared caches of one curve folder."""
@@ -191,6 +181,7 @@ class Measurer:
         """Scores of `model`; with `predictions_dir`, per-item records (base text + speech choice log-likelihoods)
         are written there as `salad-eval` does, so `salad-eval compare` can pair any two marks."""
         from evaluation.api import evaluate_model
+        from evaluation.compare import choice_kl
         from evaluation.metrics import bootstrap_ci
         from trainers.diagnostics import misalignment
 
