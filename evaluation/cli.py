@@ -3,6 +3,7 @@
     salad-eval --model CKPT [--base-model LLM] --benchmark bigbench:general_knowledge items.jsonl spoken_dir/ \
         --modes text,speech,cascade --tts piper --asr-model WHISPER_DIR --num-fewshot 5 --output DIR
     salad-eval plot run1/results.json run2/results.json ... --output DIR [--labels a b ...]
+    salad-eval compare RUN_A RUN_B ... [--labels a b ...] [--mode speech] [--output DIR]
 
 Writes DIR/results.json (accuracies in percent, unrounded; gap == base_text_acc - speech_acc), DIR/results.md
 (rounded, paper Table 3 layout), DIR/predictions/<benchmark>.jsonl and DIR/accuracy_by_task.png; other files in
@@ -74,6 +75,36 @@ def build_plot_parser() -> argparse.ArgumentParser:
     parser.add_argument("--labels", nargs="+", help="One label per results file.")
     parser.add_argument("--output", required=True, help="Folder for gap_over_checkpoints.png.")
     return parser
+
+
+def build_compare_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="salad-eval compare",
+                                     description="Paired comparison of runs on the same items (evaluation.compare).")
+    parser.add_argument("runs", nargs="+", help="salad-eval output folders; every run is compared with the first.")
+    parser.add_argument("--labels", nargs="+", help="One label per run (default: the folder names).")
+    parser.add_argument("--mode", default="speech", help="Mode compared (speech, cascade, text; default speech).")
+    parser.add_argument("--bootstrap", type=int, default=10_000, help="Paired-bootstrap resamples.")
+    parser.add_argument("--seed", type=int, default=0, help="Bootstrap seed.")
+    parser.add_argument("--output", help="Folder for compare.json and compare.md (default: print only).")
+    return parser
+
+
+def run_compare(argv) -> int:
+    from .compare import compare_runs, comparison_markdown
+
+    args = build_compare_parser().parse_args(argv)
+    try:
+        result = compare_runs(args.runs, args.labels, args.mode, args.bootstrap, args.seed)
+    except ValueError as error:
+        raise SystemExit(f"salad-eval compare: {error}") from None
+    markdown = comparison_markdown(result)
+    if args.output:
+        from spans import atomic_write_json
+
+        atomic_write_json(Path(args.output) / "compare.json", result, indent=2)
+        atomic_write_text(Path(args.output) / "compare.md", markdown)
+    print(markdown)
+    return 0
 
 
 def _is_salad_folder(path: str) -> bool:
@@ -229,6 +260,8 @@ def run_eval(args) -> dict:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    if argv[:1] == ["compare"]:
+        return run_compare(argv[1:])
     if argv[:1] == ["plot"]:
         args = build_plot_parser().parse_args(argv[1:])
         from .plots import plot_gap_over_checkpoints
