@@ -32,6 +32,9 @@ ADAPTER_KWARGS = (
     "max_audio_seconds",
     "adapter_num_key_value_heads",
     "bridge_max_pieces",
+    "posterior_temperature",
+    "posterior_top_k",
+    "posterior_pieces",
 )
 
 
@@ -81,7 +84,8 @@ def make_processor(tokenizer, feature_extractor, config: SaladConfig) -> SaladPr
         tokenizer=tokenizer,
         chat_template=chat_template,
         stack_factor=config.stack_factor,
-        slot_states=config.adapter_type == "transcript",
+        slot_states=config.adapter_type in ("transcript", "posterior"),
+        state_prefix_rows=config.audio_config.max_source_positions if config.adapter_type == "posterior" else 0,
         audio_padding=config.audio_padding,
         max_audio_seconds=config.max_audio_seconds,
         mimi_frame_samples=mimi_frame_samples,
@@ -125,11 +129,14 @@ def build_salad(text_model, audio_encoder, dtype=torch.float32, **adapter_kwargs
     with torch.device("meta"):
         model = SaladForCausalLM(config)
     model.language_model = language_model
-    transcript = config.adapter_type == "transcript"
-    model.audio_tower = _load_audio_tower(audio_encoder, audio_config, dtype, keep_decoder=transcript)
+    bridged = config.adapter_type in ("transcript", "posterior")
+    tower = _load_audio_tower(audio_encoder, audio_config, dtype, keep_decoder=bridged)
+    model.audio_tower = tower.encoder if config.adapter_type == "posterior" else tower
     model.multi_modal_projector = build_projector(config).to(dtype)
     model.multi_modal_projector.apply(model._init_weights)
-    if transcript:
+    if config.adapter_type == "posterior":  # the projector owns (and trains) the pretrained decoder
+        model.multi_modal_projector.decoder.load_state_dict(tower.decoder.state_dict())
+    if bridged:
         projector = model.multi_modal_projector
         projector.reset_correction()
         ids, counts = vocabulary_bridge(AutoTokenizer.from_pretrained(audio_encoder), tokenizer,

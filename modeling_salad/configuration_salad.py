@@ -6,7 +6,9 @@ Remote-code safe: only transformers' public API, no import-time side effects.
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-ADAPTER_TYPES = ("transformer", "mlp", "transcript")
+ADAPTER_TYPES = ("transformer", "mlp", "transcript", "posterior")
+DECODER_ADAPTER_TYPES = ("transcript", "posterior")  # read the clip with Whisper's decoder
+POSTERIOR_PIECE_MODES = ("mean", "first")
 AUDIO_PADDING_MODES = ("window", "none")
 SUPPORTED_AUDIO_MODEL_TYPES = ("whisper", "mimi")
 
@@ -39,6 +41,9 @@ class SaladConfig(PreTrainedConfig):
             only): Whisper's own decoder reads the clip greedily and each recognized token fills one slot with the
             LLM's embedding of its text plus a learned correction (see `transcript_adapter.py`); `stack_factor`
             then sets the slot rate (encoder frames per slot: 10 = 5 slots per second).
+            `"posterior"` (Whisper only): the same slots, each the expected LLM embedding under Whisper's
+            teacher-forced posterior over its vocabulary; differentiable, so training reaches the Whisper decoder
+            (see `posterior_adapter.py`).
         adapter_num_layers (`int`, defaults to 12): Layers of the transformer adapter.
         adapter_hidden_size (`int`, defaults to 960): Width of the adapter.
         adapter_intermediate_size (`int`, *optional*): FFN width of the transformer adapter (default 2.4 x width).
@@ -56,6 +61,13 @@ class SaladConfig(PreTrainedConfig):
         bridge_max_pieces (`int`, defaults to 4): Transcript adapter: LLM tokens averaged per Whisper token.
         transcript_prompt_ids (`list[int]`, *optional*): Transcript adapter: the Whisper decoder prompt (default:
             start-of-transcript + no-timestamps of an English-only Whisper).
+        posterior_temperature (`float`, defaults to 1.0): Posterior front end (`adapter_type="posterior"`, see
+            `posterior_adapter.py`): initial temperature of Whisper's slot posterior (learned); 0 = argmax mode
+            (the greedy token's bridged embedding, the transcript adapter without correction).
+        posterior_top_k (`int`, defaults to 16): Posterior front end: tokens kept per slot (the posterior is
+            renormalized over them); 0 = the whole Whisper vocabulary.
+        posterior_pieces (`str`, defaults to `"mean"`): Posterior front end: a Whisper token whose text is several
+            LLM tokens gives their mean embedding (`"mean"`) or the first one (`"first"`).
     """
 
     model_type = "salad"
@@ -82,6 +94,9 @@ class SaladConfig(PreTrainedConfig):
         adapter_num_key_value_heads: int | None = None,
         bridge_max_pieces: int = 4,
         transcript_prompt_ids: list[int] | None = None,
+        posterior_temperature: float = 1.0,
+        posterior_top_k: int = 16,
+        posterior_pieces: str = "mean",
         **kwargs,
     ):
         self.text_config = _as_config(text_config, "llama", "text_config")
@@ -95,9 +110,9 @@ class SaladConfig(PreTrainedConfig):
             raise ValueError(f"adapter_type must be one of {ADAPTER_TYPES}, got {adapter_type!r}.")
         if audio_padding not in AUDIO_PADDING_MODES:
             raise ValueError(f"audio_padding must be one of {AUDIO_PADDING_MODES}, got {audio_padding!r}.")
-        if adapter_type == "transcript":
+        if adapter_type in DECODER_ADAPTER_TYPES:
             if self.audio_config.model_type != "whisper" or audio_padding != "window":
-                raise ValueError("adapter_type='transcript' needs a Whisper audio_config and audio_padding='window' "
+                raise ValueError(f"adapter_type={adapter_type!r} needs a Whisper audio_config and audio_padding='window' "
                                  "(Whisper's decoder reads the padded 30 s window it was trained on).")
             if stack_factor is None:
                 stack_factor = 10
@@ -129,11 +144,18 @@ class SaladConfig(PreTrainedConfig):
         if int(bridge_max_pieces) < 1:
             raise ValueError(f"bridge_max_pieces must be >= 1, got {bridge_max_pieces}.")
         self.bridge_max_pieces = int(bridge_max_pieces)
-        if transcript_prompt_ids is None and adapter_type == "transcript":
+        if float(posterior_temperature) < 0 or int(posterior_top_k) < 0:
+            raise ValueError("posterior_temperature and posterior_top_k must be >= 0.")
+        if posterior_pieces not in POSTERIOR_PIECE_MODES:
+            raise ValueError(f"posterior_pieces must be one of {POSTERIOR_PIECE_MODES}, got {posterior_pieces!r}.")
+        self.posterior_temperature = float(posterior_temperature)
+        self.posterior_top_k = int(posterior_top_k)
+        self.posterior_pieces = posterior_pieces
+        if transcript_prompt_ids is None and adapter_type in DECODER_ADAPTER_TYPES:
             start = getattr(self.audio_config, "decoder_start_token_id", 50257)
             transcript_prompt_ids = [start, 50362] if start == 50257 else [start, 50259, 50359, 50363]
         self.transcript_prompt_ids = list(transcript_prompt_ids) if transcript_prompt_ids else None
-        if adapter_type == "transcript":
+        if adapter_type in DECODER_ADAPTER_TYPES:
             most_slots = -(-self.audio_config.max_source_positions // self.stack_factor)
             room = self.audio_config.max_target_positions - len(self.transcript_prompt_ids)
             if most_slots > room:

@@ -23,6 +23,7 @@ from transformers import (
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from .configuration_salad import SaladConfig
+from .posterior_adapter import SaladPosteriorProjector
 from .transcript_adapter import SaladTranscriptProjector, greedy_decode_slots, pack_slot_states, transcript_slots
 
 
@@ -130,6 +131,8 @@ class SaladTransformerProjector(nn.Module):
 def build_projector(config: SaladConfig) -> nn.Module:
     if config.adapter_type == "transcript":
         return SaladTranscriptProjector(config)
+    if config.adapter_type == "posterior":
+        return SaladPosteriorProjector(config)
     return SaladTransformerProjector(config) if config.adapter_type == "transformer" else SaladMLPProjector(config)
 
 
@@ -165,7 +168,7 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.freeze_audio_tower()
         self.post_init()
-        if config.adapter_type == "transcript":
+        if config.adapter_type in ("transcript", "posterior"):
             self.multi_modal_projector.reset_correction()
 
     # ----------------------------------------------------------------- plumbing
@@ -291,6 +294,8 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
         with torch.set_grad_enabled(needs_grad):
             if self.config.adapter_type == "transcript":
                 return self._transcribe_slots(input_features, input_features_mask)
+            if self.config.adapter_type == "posterior":
+                return self.multi_modal_projector.precompute(*self._encode_whisper(input_features, input_features_mask))
             if self.config.audio_encoder_type == "whisper":
                 return self._encode_whisper(input_features, input_features_mask)
             return self._encode_mimi(input_features, input_features_mask)
@@ -321,6 +326,9 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
             states, frame_mask = audio_encoder_states, audio_encoder_mask.bool()
         else:
             states, frame_mask = self.encode_audio(input_features, input_features_mask)
+        if self.config.adapter_type == "posterior":
+            projector = self.multi_modal_projector
+            return projector(states, frame_mask, self.get_input_embeddings())[projector.slot_mask(frame_mask)]
         if self.config.adapter_type == "transcript":  # slot states are already one row per placeholder
             slot_mask = frame_mask.bool()
             return self.multi_modal_projector(states, slot_mask, self.get_input_embeddings())[slot_mask]

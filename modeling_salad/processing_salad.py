@@ -162,6 +162,8 @@ class SaladProcessor(ProcessorMixin):
         mimi_frame_samples: Mimi samples per latent frame at the feature extractor's rate (1920 = 24 kHz / 12.5 Hz).
         slot_states: True for the transcript adapter, whose precomputed states (`model.encode_audio`) already hold
             one row per placeholder.
+        state_prefix_rows: rows of a precomputed chunk before its slot rows (the posterior front end's encoder
+            window), not placeholders.
     """
 
     def __init__(
@@ -176,6 +178,7 @@ class SaladProcessor(ProcessorMixin):
         max_audio_seconds: float = 600.0,
         mimi_frame_samples: int = 1920,
         slot_states: bool = False,
+        state_prefix_rows: int = 0,
         **kwargs,
     ):
         self.audio_token = audio_token
@@ -185,6 +188,7 @@ class SaladProcessor(ProcessorMixin):
         self.max_audio_seconds = float(max_audio_seconds)
         self.mimi_frame_samples = int(mimi_frame_samples)
         self.slot_states = bool(slot_states)
+        self.state_prefix_rows = int(state_prefix_rows)
         super().__init__(feature_extractor, tokenizer, chat_template=chat_template, **kwargs)
         if audio_token not in self.tokenizer.get_vocab():
             raise ValueError(f"The tokenizer has no {audio_token!r} token; add it as a special token first.")
@@ -222,7 +226,9 @@ class SaladProcessor(ProcessorMixin):
 
     def num_audio_tokens_from_states(self, num_state_rows: int) -> int:
         """Placeholders for one chunk given as precomputed states (`model.encode_audio` rows of the real length)."""
-        return int(num_state_rows) if self.slot_states else self.num_audio_tokens_from_frames(num_state_rows)
+        if self.slot_states:
+            return int(num_state_rows) - self.state_prefix_rows
+        return self.num_audio_tokens_from_frames(num_state_rows)
 
     def num_audio_tokens(self, num_samples_16k: int) -> int:
         """Placeholders a 16 kHz clip of `num_samples_16k` samples expands to (all its chunks)."""
