@@ -259,3 +259,26 @@ def test_remote_code_round_trip_in_isolated_subprocess(tmp_path):
     assert result["same_inputs"] and result["AutoModelForCausalLM_module"].startswith("transformers_modules")
     torch.testing.assert_close(result["AutoModelForCausalLM"], expected)
     assert torch.equal(result["generated"], generated)
+
+
+def test_trainer_collator_takes_cached_posterior_states_and_trains_the_decoder():
+    from trainers.collator import SpanDocumentCollator
+    from trainers.diagnostics import logits_at_positions
+
+    model, processor = tiny_model(posterior_temperature=1.0)
+    features = processor.extract_audio_features([sine(1.3)])
+    with torch.no_grad():
+        states, mask = model.encode_audio(features["input_features"], features["input_features_mask"])
+    cached = states[0][mask[0]].numpy()  # what the encoder-state cache stores for the clip
+    document = {"id": "d", "spans": [{"text": "a spoken bit", "audio": {"encoder_states": cached}},
+                                     {"text": " then text", "audio": None}]}
+    batch = SpanDocumentCollator(processor, speech_policy="all")([document])
+    assert int((batch["input_ids"] == processor.audio_token_id).sum()) == processor.num_audio_tokens(len(sine(1.3)))
+    model.train()
+    logits = logits_at_positions(model, batch["student_positions"], input_ids=batch["input_ids"],
+                                 attention_mask=batch["attention_mask"], use_cache=False,
+                                 audio_encoder_states=batch["audio_encoder_states"],
+                                 audio_encoder_mask=batch["audio_encoder_mask"])
+    logits.float().pow(2).mean().backward()
+    grad = model.multi_modal_projector.decoder.layers[0].fc2.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
