@@ -1,6 +1,8 @@
 """`build_salad`: assemble a SALAD model + processor from a pretrained text LLM and a pretrained speech encoder.
 
-Not part of the Hub remote code (it is only needed to create a new model, not to load one).
+Not part of the Hub remote code (it is only needed to create a new model, not to load one). What is specific to
+an adapter (config fields read from the speech model, the pretrained tower it reads, buffers built from the
+tokenizers) comes from its projector class.
 """
 
 import copy
@@ -10,7 +12,6 @@ import torch
 from transformers import (
     AutoConfig,
     AutoFeatureExtractor,
-    AutoModel,
     AutoModelForCausalLM,
     AutoTokenizer,
     EncodecFeatureExtractor,
@@ -18,8 +19,10 @@ from transformers import (
 )
 
 from .configuration_salad import SaladConfig
-from .modeling_salad import SaladForCausalLM, build_projector
+from .modeling_salad import SaladForCausalLM
 from .processing_salad import AUDIO_TOKEN, SaladProcessor, audio_chat_template
+from .projectors import projector_class
+from .transcript_adapter import vocabulary_bridge  # noqa: F401  (kept importable from here)
 
 ADAPTER_KWARGS = (
     "adapter_type",
@@ -45,35 +48,6 @@ def add_audio_token(tokenizer, audio_token: str = AUDIO_TOKEN) -> int:
     return tokenizer.convert_tokens_to_ids(audio_token)
 
 
-def vocabulary_bridge(whisper_tokenizer, llm_tokenizer, vocab_size: int, max_pieces: int = 4):
-    """For every Whisper token id: the LLM token ids of its text (at most `max_pieces`) and their count.
-
-    Special tokens (and ids past the Whisper tokenizer) map to nothing (count 0).
-    """
-    special = set(whisper_tokenizer.all_special_ids)
-    texts = [whisper_tokenizer.decode([i]) if i < len(whisper_tokenizer) and i not in special else ""
-             for i in range(vocab_size)]
-    encoded = llm_tokenizer(texts, add_special_tokens=False)["input_ids"]
-    ids = torch.zeros(vocab_size, max_pieces, dtype=torch.long)
-    counts = torch.zeros(vocab_size, dtype=torch.long)
-    for i, pieces in enumerate(encoded):
-        pieces = pieces[:max_pieces]
-        ids[i, : len(pieces)] = torch.tensor(pieces, dtype=torch.long)
-        counts[i] = len(pieces)
-    return ids, counts
-
-
-def _load_audio_tower(audio_encoder, audio_config, dtype, keep_decoder: bool = False):
-    """The encoder module of a WhisperModel/WhisperForConditionalGeneration or MimiModel folder, pretrained
-    (the whole `WhisperModel` when `keep_decoder`, for the transcript adapter)."""
-    full = AutoModel.from_pretrained(audio_encoder, dtype=dtype)
-    if keep_decoder:
-        return full.model if hasattr(full, "model") and not hasattr(full, "encoder") else full
-    if audio_config.model_type == "whisper":
-        return full.get_encoder() if hasattr(full, "get_encoder") else full.encoder
-    return full.encoder
-
-
 def make_processor(tokenizer, feature_extractor, config: SaladConfig) -> SaladProcessor:
     chat_template = audio_chat_template(getattr(tokenizer, "chat_template", None))
     mimi_frame_samples = 1920
@@ -84,12 +58,30 @@ def make_processor(tokenizer, feature_extractor, config: SaladConfig) -> SaladPr
         tokenizer=tokenizer,
         chat_template=chat_template,
         stack_factor=config.stack_factor,
-        slot_states=config.adapter_type in ("transcript", "posterior"),
-        state_prefix_rows=config.audio_config.max_source_positions if config.adapter_type == "posterior" else 0,
+        adapter_type=config.adapter_type,
         audio_padding=config.audio_padding,
         max_audio_seconds=config.max_audio_seconds,
         mimi_frame_samples=mimi_frame_samples,
     )
+
+
+def _load_parts(text_model, audio_encoder, dtype):
+    """Tokenizer (with `<|audio|>` and a pad token), LLM (embeddings resized), audio config, feature extractor."""
+    tokenizer = AutoTokenizer.from_pretrained(text_model)
+    audio_token_id = add_audio_token(tokenizer)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    language_model = AutoModelForCausalLM.from_pretrained(text_model, dtype=dtype)
+    if audio_token_id >= language_model.get_input_embeddings().weight.shape[0]:
+        language_model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    audio_config = AutoConfig.from_pretrained(audio_encoder)
+    if audio_config.model_type not in ("whisper", "mimi"):
+        raise ValueError(f"{audio_encoder!r} is a {audio_config.model_type!r} model; expected Whisper or Mimi.")
+    feature_extractor = AutoFeatureExtractor.from_pretrained(audio_encoder)
+    expected = WhisperFeatureExtractor if audio_config.model_type == "whisper" else EncodecFeatureExtractor
+    if not isinstance(feature_extractor, expected):
+        raise ValueError(f"{audio_encoder!r} has a {type(feature_extractor).__name__}, expected {expected.__name__}.")
+    return tokenizer, language_model, audio_config, feature_extractor
 
 
 def build_salad(text_model, audio_encoder, dtype=torch.float32, **adapter_kwargs):
@@ -102,47 +94,24 @@ def build_salad(text_model, audio_encoder, dtype=torch.float32, **adapter_kwargs
     unknown = set(adapter_kwargs) - set(ADAPTER_KWARGS)
     if unknown:
         raise ValueError(f"Unknown build_salad arguments {sorted(unknown)}; allowed: {ADAPTER_KWARGS}.")
-    tokenizer = AutoTokenizer.from_pretrained(text_model)
-    audio_token_id = add_audio_token(tokenizer)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    language_model = AutoModelForCausalLM.from_pretrained(text_model, dtype=dtype)
-    if audio_token_id >= language_model.get_input_embeddings().weight.shape[0]:
-        language_model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-
-    audio_config = AutoConfig.from_pretrained(audio_encoder)
-    if audio_config.model_type not in ("whisper", "mimi"):
-        raise ValueError(f"{audio_encoder!r} is a {audio_config.model_type!r} model; expected Whisper or Mimi.")
-    feature_extractor = AutoFeatureExtractor.from_pretrained(audio_encoder)
-    expected = WhisperFeatureExtractor if audio_config.model_type == "whisper" else EncodecFeatureExtractor
-    if not isinstance(feature_extractor, expected):
-        raise ValueError(f"{audio_encoder!r} has a {type(feature_extractor).__name__}, expected {expected.__name__}.")
-
+    tokenizer, language_model, audio_config, feature_extractor = _load_parts(text_model, audio_encoder, dtype)
+    projector = projector_class(adapter_kwargs.get("adapter_type", SaladConfig.adapter_type))
     config = SaladConfig(
         text_config=language_model.config,
         audio_config=audio_config,
-        audio_token_id=audio_token_id,
+        audio_token_id=tokenizer.convert_tokens_to_ids(AUDIO_TOKEN),
         base_text_model=str(text_model),
-        **adapter_kwargs,
+        **{**projector.pretrained_config_fields(str(audio_encoder), audio_config), **adapter_kwargs},
     )
     # Build the shell on the meta device and plug in the pretrained parts: no throwaway init of a second LLM.
     with torch.device("meta"):
         model = SaladForCausalLM(config)
     model.language_model = language_model
-    bridged = config.adapter_type in ("transcript", "posterior")
-    tower = _load_audio_tower(audio_encoder, audio_config, dtype, keep_decoder=bridged)
-    model.audio_tower = tower.encoder if config.adapter_type == "posterior" else tower
-    model.multi_modal_projector = build_projector(config).to(dtype)
+    model.audio_tower = projector.load_audio_tower(str(audio_encoder), config, dtype)
+    model.multi_modal_projector = projector(config).to(dtype)
     model.multi_modal_projector.apply(model._init_weights)
-    if config.adapter_type == "posterior":  # the projector owns (and trains) the pretrained decoder
-        model.multi_modal_projector.decoder.load_state_dict(tower.decoder.state_dict())
-    if bridged:
-        projector = model.multi_modal_projector
-        projector.reset_correction()
-        ids, counts = vocabulary_bridge(AutoTokenizer.from_pretrained(audio_encoder), tokenizer,
-                                        audio_config.vocab_size, config.bridge_max_pieces)
-        projector.bridge_ids.copy_(ids)
-        projector.bridge_counts.copy_(counts)
+    model.multi_modal_projector.after_init_weights()
+    model.multi_modal_projector.prepare_from_pretrained(tokenizer, str(audio_encoder))
     model.freeze_audio_tower()
     leftover = [name for name, p in model.named_parameters() if p.is_meta]
     if leftover:

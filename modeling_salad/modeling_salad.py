@@ -1,147 +1,20 @@
 """SALAD model: frozen speech encoder -> adapter -> text causal LM, merged by `masked_scatter` on `<|audio|>`.
 
 Dimension letters: N = audio chunks in the batch, T = encoder frames per chunk, C = encoder width,
-S = stack factor, T' = ceil(T / S) adapter tokens per chunk, A = adapter width, D = LLM hidden size.
+D = LLM hidden size. The adapter is the projector class registered for `config.adapter_type` (`projectors.py`):
+the model asks it for its audio tower, its precomputed input and its embeddings, and never tests the name.
 
 Remote-code safe: only `from .x import Y` relative imports, optional dependencies imported inside functions,
 no import-time side effects, public transformers API only.
 """
 
-import math
-
 import torch
 from torch import nn
-from transformers import (
-    AutoModel,
-    AutoModelForCausalLM,
-    GenerationMixin,
-    LlamaConfig,
-    LlamaModel,
-    PreTrainedModel,
-    WhisperModel,
-)
-from transformers.models.whisper.modeling_whisper import WhisperEncoder
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 
+from .audio_encoder import whisper_encoder_frames
 from .configuration_salad import SaladConfig
-from .posterior_adapter import SaladPosteriorProjector
-from .transcript_adapter import SaladTranscriptProjector, greedy_decode_slots, pack_slot_states, transcript_slots
-
-
-def whisper_encoder_frames(num_mel_frames):
-    """Encoder output frames for `num_mel_frames` log-mel frames (conv2 has stride 2). Works on ints and tensors."""
-    return (num_mel_frames - 1) // 2 + 1
-
-
-def stack_frames(states: torch.Tensor, mask: torch.Tensor, stack_factor: int):
-    """Concatenate groups of `stack_factor` consecutive frames, using only the frames of the real length.
-
-    Args:
-        states: `[N, T, C]` encoder frames. mask: `[N, T]` bool, True on real frames (a prefix of each row).
-    Returns:
-        `([N, T', C*S], [N, T'])` where T' = ceil(T / S); a token is real iff its group holds a real frame.
-        Frames past the real length are zeroed, so a batched chunk stacks exactly like the chunk alone.
-    """
-    num_chunks, num_frames, width = states.shape
-    states = states * mask.unsqueeze(-1).to(states.dtype)
-    pad = (-num_frames) % stack_factor
-    if pad:
-        states = nn.functional.pad(states, (0, 0, 0, pad))
-        mask = nn.functional.pad(mask, (0, pad), value=False)
-    num_tokens = states.shape[1] // stack_factor
-    stacked = states.reshape(num_chunks, num_tokens, width * stack_factor)
-    token_mask = mask.reshape(num_chunks, num_tokens, stack_factor).any(-1)
-    return stacked, token_mask
-
-
-class SaladRMSNorm(nn.Module):
-    def __init__(self, hidden_size: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(hidden_size))
-        self.eps = eps
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        dtype = hidden_states.dtype
-        hidden_states = hidden_states.float()
-        hidden_states = hidden_states * torch.rsqrt(hidden_states.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * hidden_states.to(dtype)
-
-
-class SwiGLU(nn.Module):
-    """`[..., 2H] -> [..., H]`: silu(gate) * value, gate and value being the two halves of the input."""
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        value, gate = hidden_states.chunk(2, dim=-1)
-        return nn.functional.silu(gate) * value
-
-
-class SaladMLPProjector(nn.Module):
-    """Ultravox-style projector: `[N, T', C*S]` -> RMSNorm -> Linear -> SwiGLU -> RMSNorm -> Linear -> `[N, T', D]`."""
-
-    def __init__(self, config: SaladConfig):
-        super().__init__()
-        in_size = config.audio_hidden_size * config.stack_factor
-        hidden = config.adapter_hidden_size
-        self.ln_pre = SaladRMSNorm(in_size)
-        self.linear_1 = nn.Linear(in_size, hidden, bias=False)
-        self.act = SwiGLU()
-        self.ln_mid = SaladRMSNorm(hidden // 2)
-        self.linear_2 = nn.Linear(hidden // 2, config.text_config.hidden_size, bias=False)
-
-    def forward(self, stacked: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.act(self.linear_1(self.ln_pre(stacked)))
-        return self.linear_2(self.ln_mid(hidden))
-
-
-class SaladTransformerProjector(nn.Module):
-    """Causal transformer adapter: `[N, T', C*S]` -> Linear -> Llama-style decoder stack -> Linear -> `[N, T', D]`.
-
-    Causal attention keeps every real token independent of the padding that follows it in a batch.
-    """
-
-    def __init__(self, config: SaladConfig):
-        super().__init__()
-        in_size = config.audio_hidden_size * config.stack_factor
-        width = config.adapter_hidden_size
-        self.linear_in = nn.Linear(in_size, width, bias=False)
-        stack_config = LlamaConfig(
-            vocab_size=1,
-            hidden_size=width,
-            intermediate_size=config.adapter_intermediate_size,
-            num_hidden_layers=config.adapter_num_layers,
-            num_attention_heads=config.adapter_num_attention_heads,
-            num_key_value_heads=getattr(config, "adapter_num_key_value_heads", config.adapter_num_attention_heads),
-            max_position_embeddings=4096,
-            initializer_range=getattr(config.text_config, "initializer_range", 0.02),
-            bos_token_id=None,
-            eos_token_id=None,
-            pad_token_id=None,
-        )
-        stack_config._attn_implementation = "sdpa"
-        self.decoder = LlamaModel(stack_config)
-        # The stack is fed embeddings only; its 1-row token table is never used.
-        self.decoder.embed_tokens.weight.requires_grad_(False)
-        self.linear_out = nn.Linear(width, config.text_config.hidden_size, bias=False)
-
-    def forward(self, stacked: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.linear_in(stacked)
-        hidden = self.decoder(inputs_embeds=hidden, attention_mask=token_mask.long(), use_cache=False).last_hidden_state
-        return self.linear_out(hidden)
-
-
-def build_projector(config: SaladConfig) -> nn.Module:
-    if config.adapter_type == "transcript":
-        return SaladTranscriptProjector(config)
-    if config.adapter_type == "posterior":
-        return SaladPosteriorProjector(config)
-    return SaladTransformerProjector(config) if config.adapter_type == "transformer" else SaladMLPProjector(config)
-
-
-def build_audio_tower(config: SaladConfig) -> nn.Module:
-    if config.adapter_type == "transcript":  # the decoder reads the clip too
-        return WhisperModel(config.audio_config)
-    if config.audio_encoder_type == "whisper":
-        return WhisperEncoder(config.audio_config)
-    return AutoModel.from_config(config.audio_config.encoder_config)
+from .projectors import stack_frames  # noqa: F401  (part of this module's public surface)
 
 
 class SaladPreTrainedModel(PreTrainedModel):
@@ -163,13 +36,13 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
 
     def __init__(self, config: SaladConfig):
         super().__init__(config)
-        self.audio_tower = build_audio_tower(config)
-        self.multi_modal_projector = build_projector(config)
+        projector = config.projector_class
+        self.audio_tower = projector.build_audio_tower(config)
+        self.multi_modal_projector = projector(config)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.freeze_audio_tower()
         self.post_init()
-        if config.adapter_type in ("transcript", "posterior"):
-            self.multi_modal_projector.reset_correction()
+        self.multi_modal_projector.after_init_weights()
 
     # ----------------------------------------------------------------- plumbing
     def freeze_audio_tower(self):
@@ -230,11 +103,12 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
         return mask
 
     @property
-    def whisper_encoder(self) -> nn.Module:
-        return self.audio_tower.encoder if self.config.adapter_type == "transcript" else self.audio_tower
+    def audio_encoder(self) -> nn.Module:
+        """The speech encoder inside `audio_tower` (the tower may hold more, e.g. Whisper's decoder)."""
+        return self.config.projector_class.audio_encoder(self.audio_tower)
 
     def _encode_whisper(self, input_features: torch.Tensor, input_features_mask: torch.Tensor):
-        tower = self.whisper_encoder
+        tower = self.audio_encoder
         mel_mask = input_features_mask.bool()
         out_lengths = whisper_encoder_frames(mel_mask.sum(-1))
         features = input_features.to(tower.conv1.weight.dtype)
@@ -253,7 +127,7 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
 
     def _run_whisper_unpadded(self, features, mel_mask, out_lengths):
         """Whisper encoder on the real length: zero padding like a lone chunk, key-padding mask in attention."""
-        tower = self.whisper_encoder
+        tower = self.audio_encoder
         keep = mel_mask[:, None, :].to(features.dtype)
         hidden = nn.functional.gelu(tower.conv1(features * keep)) * keep
         hidden = nn.functional.gelu(tower.conv2(hidden)).permute(0, 2, 1)
@@ -274,7 +148,7 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
         return tower.layer_norm(hidden)
 
     def _encode_mimi(self, input_features: torch.Tensor, input_features_mask: torch.Tensor):
-        tower = self.audio_tower
+        tower = self.audio_encoder
         sample_mask = input_features_mask.bool()
         if input_features.dim() == 2:
             input_features = input_features[:, None, :]
@@ -286,30 +160,18 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
         return states, frame_mask
 
     def encode_audio(self, input_features: torch.Tensor, input_features_mask: torch.Tensor):
-        """Frozen encoder only. Returns `(states [N, T, C], mask [N, T])`, mask True on frames of the real length."""
+        """The frozen part: encoder, then the projector's precompute step. Returns `(states, mask)`, the
+        precomputed input caches store (`projector.precomputed_input`), mask True on its real rows."""
         input_features_mask = self._check_audio_pair(
             input_features, input_features_mask, ("input_features", "input_features_mask")
         )
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.audio_tower.parameters())
         with torch.set_grad_enabled(needs_grad):
-            if self.config.adapter_type == "transcript":
-                return self._transcribe_slots(input_features, input_features_mask)
-            if self.config.adapter_type == "posterior":
-                return self.multi_modal_projector.precompute(*self._encode_whisper(input_features, input_features_mask))
             if self.config.audio_encoder_type == "whisper":
-                return self._encode_whisper(input_features, input_features_mask)
-            return self._encode_mimi(input_features, input_features_mask)
-
-    def _transcribe_slots(self, input_features: torch.Tensor, input_features_mask: torch.Tensor):
-        """Transcript adapter: slot states `[N, S, C + 1]` (decoder state + token id + 1) and slot mask `[N, S]`."""
-        states, frame_mask = self._encode_whisper(input_features, input_features_mask)
-        config = self.config
-        max_slots = config.audio_config.max_target_positions - len(config.transcript_prompt_ids)
-        num_slots = transcript_slots(frame_mask.sum(-1), config.stack_factor, max_slots)
-        hidden, token_ids = greedy_decode_slots(self.audio_tower, states, num_slots, config.transcript_prompt_ids,
-                                                config.audio_config.eos_token_id)
-        slot_mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < num_slots[:, None]
-        return pack_slot_states(hidden, token_ids), slot_mask
+                states, frame_mask = self._encode_whisper(input_features, input_features_mask)
+            else:
+                states, frame_mask = self._encode_mimi(input_features, input_features_mask)
+            return self.multi_modal_projector.precompute(states, frame_mask, self.audio_tower)
 
     def get_audio_features(
         self,
@@ -323,19 +185,10 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
             audio_encoder_mask = self._check_audio_pair(
                 audio_encoder_states, audio_encoder_mask, ("audio_encoder_states", "audio_encoder_mask")
             )
-            states, frame_mask = audio_encoder_states, audio_encoder_mask.bool()
+            states, mask = audio_encoder_states, audio_encoder_mask.bool()
         else:
-            states, frame_mask = self.encode_audio(input_features, input_features_mask)
-        if self.config.adapter_type == "posterior":
-            projector = self.multi_modal_projector
-            return projector(states, frame_mask, self.get_input_embeddings())[projector.slot_mask(frame_mask)]
-        if self.config.adapter_type == "transcript":  # slot states are already one row per placeholder
-            slot_mask = frame_mask.bool()
-            return self.multi_modal_projector(states, slot_mask, self.get_input_embeddings())[slot_mask]
-        projector_dtype = next(self.multi_modal_projector.parameters()).dtype
-        stacked, token_mask = stack_frames(states.to(projector_dtype), frame_mask, self.config.stack_factor)
-        projected = self.multi_modal_projector(stacked, token_mask)
-        return projected[token_mask]
+            states, mask = self.encode_audio(input_features, input_features_mask)
+        return self.multi_modal_projector.embed(states, mask, self.get_input_embeddings())
 
     def get_placeholder_mask(self, input_ids, inputs_embeds, audio_features) -> torch.Tensor:
         """Bool mask `[B, L, D]` of the placeholder positions; ValueError when their count differs from the features."""
@@ -432,8 +285,3 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
             model_inputs.pop("audio_encoder_states", None)
             model_inputs.pop("audio_encoder_mask", None)
         return model_inputs
-
-
-def num_tokens_for_frames(num_encoder_frames: int, stack_factor: int) -> int:
-    """Adapter tokens (= placeholders) for a chunk with `num_encoder_frames` real encoder frames."""
-    return math.ceil(num_encoder_frames / stack_factor)

@@ -22,9 +22,14 @@ import math
 
 import torch
 from torch import nn
+from transformers import AutoModel, AutoTokenizer
 from transformers.models.whisper.modeling_whisper import WhisperDecoder
 
-from .transcript_adapter import greedy_decode_slots, transcript_slots
+from .projectors import SaladProjector, register_projector
+from .transcript_adapter import greedy_decode_slots, transcript_slots, vocabulary_bridge, whisper_transcribe_prompt
+
+POSTERIOR_PIECE_MODES = ("mean", "first")
+WHISPER_WINDOW_FRAMES = 1500  # encoder frames of Whisper's 30 s window (every released Whisper)
 
 
 def pack_posterior_states(encoder_states: torch.Tensor, token_ids: torch.Tensor, num_slots: torch.Tensor):
@@ -104,13 +109,18 @@ def full_posterior_embeddings(probs: torch.Tensor, matrix: torch.Tensor, embeddi
     return mixture.to(embedding_weight.dtype) @ embedding_weight
 
 
-class SaladPosteriorProjector(nn.Module):
+@register_projector
+class SaladPosteriorProjector(SaladProjector):
     """Posterior states -> LLM input embeddings: the expected bridged embedding under Whisper's slot posterior.
 
     Owns the Whisper decoder (trained by distillation: in full, or with LoRA on its linear layers) and the bridge
     buffers `bridge_ids [V_whisper, K]` / `bridge_counts [V_whisper]` (built by `build_salad`, saved with the
-    weights). `log_temperature` is learned; slots past the transcript hold the learned `filler`.
+    weights). `log_temperature` is learned; slots past the transcript hold the learned `filler`. Its audio tower is
+    Whisper's encoder alone; its precomputed input is the encoder window followed by one row per slot.
     """
+
+    adapter_type = "posterior"
+    precomputed_input = "slot_states"
 
     def __init__(self, config):
         super().__init__()
@@ -130,7 +140,41 @@ class SaladPosteriorProjector(nn.Module):
         self.stack_factor = int(config.stack_factor)
         self.max_slots = int(audio.max_target_positions) - len(self.prompt_ids)
 
-    def reset_correction(self):
+    # ------------------------------------------------------------ config / processor
+    @classmethod
+    def configure(cls, config) -> None:
+        if config.audio_encoder_type != "whisper" or config.audio_padding != "window":
+            raise ValueError("adapter_type='posterior' needs a Whisper audio_config and audio_padding='window' "
+                             "(Whisper's decoder reads the padded 30 s window it was trained on).")
+        if config.audio_config.max_source_positions != WHISPER_WINDOW_FRAMES:
+            raise ValueError(f"adapter_type='posterior' needs Whisper's {WHISPER_WINDOW_FRAMES}-frame window, got "
+                             f"max_source_positions={config.audio_config.max_source_positions}.")
+        if not config.transcript_prompt_ids:
+            raise ValueError("adapter_type='posterior' needs `transcript_prompt_ids` (Whisper's decoder prompt); "
+                             "build_salad reads them from the Whisper generation config.")
+        if float(config.posterior_temperature) < 0 or int(config.posterior_top_k) < 0:
+            raise ValueError("posterior_temperature and posterior_top_k must be >= 0.")
+        if config.posterior_pieces not in POSTERIOR_PIECE_MODES:
+            raise ValueError(f"posterior_pieces must be one of {POSTERIOR_PIECE_MODES}, "
+                             f"got {config.posterior_pieces!r}.")
+        if config.stack_factor is None:
+            config.stack_factor = 10
+        most_slots = -(-WHISPER_WINDOW_FRAMES // int(config.stack_factor))
+        room = config.audio_config.max_target_positions - len(config.transcript_prompt_ids)
+        if most_slots > room:
+            raise ValueError(f"stack_factor={config.stack_factor} gives {most_slots} slots per 30 s chunk, more "
+                             f"than the Whisper decoder can emit ({room}); raise stack_factor.")
+
+    @classmethod
+    def slots_for_precomputed(cls, num_rows: int, stack_factor: int) -> int:
+        return int(num_rows) - WHISPER_WINDOW_FRAMES
+
+    @classmethod
+    def precomputed_width(cls, config) -> int:
+        return config.audio_config.d_model + 1
+
+    # ------------------------------------------------------------ model
+    def after_init_weights(self) -> None:
         """Start as the pure bridge at the configured temperature: zero filler."""
         nn.init.zeros_(self.filler)
         with torch.no_grad():
@@ -140,19 +184,18 @@ class SaladPosteriorProjector(nn.Module):
     def temperature(self) -> torch.Tensor:
         return self.log_temperature.exp()
 
-    def num_slots(self, num_encoder_frames: torch.Tensor) -> torch.Tensor:
-        """Slots of chunks with that many real encoder frames (the processor's placeholder count)."""
-        return transcript_slots(num_encoder_frames, self.stack_factor, self.max_slots)
-
-    def precompute(self, encoder_states: torch.Tensor, frame_mask: torch.Tensor):
+    def precompute(self, encoder_states, frame_mask, audio_tower=None):
         """Window `[N, T, D]` + real-frame mask `[N, T]` -> packed posterior states and mask (greedy transcript)."""
-        num_slots = self.num_slots(frame_mask.sum(-1))
+        num_slots = transcript_slots(frame_mask.sum(-1), self.stack_factor, self.max_slots)
         _, token_ids = greedy_decode_slots(self, encoder_states, num_slots, self.prompt_ids, self.eos_token_id)
         return pack_posterior_states(encoder_states, token_ids, num_slots)
 
     def slot_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """`[N, T + S]` precomputed mask -> `[N, S]`, True on each chunk's slots."""
         return mask[:, self.window:].bool()
+
+    def embed(self, states, mask, text_embeddings):
+        return self(states, mask, text_embeddings)[self.slot_mask(mask)]
 
     def _piece_tables(self):
         counts = self.bridge_counts.clamp(max=1) if self.first_piece_only else self.bridge_counts
@@ -184,3 +227,18 @@ class SaladPosteriorProjector(nn.Module):
         logits = teacher_forced_logits(self.decoder, encoder, token_ids, self.prompt_ids, self.eos_token_id)
         out[is_token] = self.expected_embeddings(logits[is_token], text_embeddings).to(dtype)
         return out
+
+    # ------------------------------------------------------------ builder
+    @classmethod
+    def pretrained_config_fields(cls, audio_encoder_path: str, audio_config) -> dict:
+        return {"transcript_prompt_ids": whisper_transcribe_prompt(audio_encoder_path)}
+
+    def prepare_from_pretrained(self, text_tokenizer, audio_encoder_path: str) -> None:
+        """The pretrained Whisper decoder, and the vocabulary bridge from the Whisper and LLM tokenizers."""
+        whisper = AutoModel.from_pretrained(audio_encoder_path)
+        whisper = whisper.model if hasattr(whisper, "model") and not hasattr(whisper, "decoder") else whisper
+        self.decoder.load_state_dict(whisper.decoder.state_dict())
+        ids, counts = vocabulary_bridge(AutoTokenizer.from_pretrained(audio_encoder_path), text_tokenizer,
+                                        self.bridge_ids.shape[0], self.bridge_ids.shape[1])
+        self.bridge_ids.copy_(ids)
+        self.bridge_counts.copy_(counts)

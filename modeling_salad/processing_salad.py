@@ -10,6 +10,8 @@ import os
 import numpy as np
 from transformers import BatchFeature, ProcessorMixin
 
+from .configuration_salad import projector_class
+
 SAMPLING_RATE = 16_000
 WHISPER_HOP_LENGTH = 160
 WHISPER_MIN_SAMPLES = 400  # one STFT window; shorter chunks are zero-padded to it
@@ -160,10 +162,9 @@ class SaladProcessor(ProcessorMixin):
         audio_padding: `"window"` (30 s window as pretrained) or `"none"` (real length), as the model config.
         chunk_seconds: Whisper chunk length. max_audio_seconds: longest clip accepted (longer raises).
         mimi_frame_samples: Mimi samples per latent frame at the feature extractor's rate (1920 = 24 kHz / 12.5 Hz).
-        slot_states: True for the transcript adapter, whose precomputed states (`model.encode_audio`) already hold
-            one row per placeholder.
-        state_prefix_rows: rows of a precomputed chunk before its slot rows (the posterior front end's encoder
-            window), not placeholders.
+        adapter_type: the model's adapter; its projector class gives the placeholder count of a chunk and the kind
+            of its precomputed states. slot_states: read from processor configs saved before `adapter_type` was
+            stored (True meant slot-shaped precomputed states).
     """
 
     def __init__(
@@ -177,8 +178,8 @@ class SaladProcessor(ProcessorMixin):
         chunk_seconds: float = 30.0,
         max_audio_seconds: float = 600.0,
         mimi_frame_samples: int = 1920,
-        slot_states: bool = False,
-        state_prefix_rows: int = 0,
+        adapter_type: str | None = None,
+        slot_states: bool | None = None,
         **kwargs,
     ):
         self.audio_token = audio_token
@@ -187,14 +188,24 @@ class SaladProcessor(ProcessorMixin):
         self.chunk_seconds = float(chunk_seconds)
         self.max_audio_seconds = float(max_audio_seconds)
         self.mimi_frame_samples = int(mimi_frame_samples)
-        self.slot_states = bool(slot_states)
-        self.state_prefix_rows = int(state_prefix_rows)
+        self.adapter_type = adapter_type or ("transcript" if slot_states else "transformer")
+        projector_class(self.adapter_type)  # unknown names fail here, not at the first clip
         super().__init__(feature_extractor, tokenizer, chat_template=chat_template, **kwargs)
         if audio_token not in self.tokenizer.get_vocab():
             raise ValueError(f"The tokenizer has no {audio_token!r} token; add it as a special token first.")
         self.audio_token_id = self.tokenizer.convert_tokens_to_ids(audio_token)
 
     # ---------------------------------------------------------------- counts
+    @property
+    def projector(self):
+        """The projector class of the model's adapter (what the placeholder counts come from)."""
+        return projector_class(self.adapter_type)
+
+    @property
+    def slot_states(self) -> bool:
+        """True when precomputed states (`model.encode_audio`) hold one row per placeholder."""
+        return self.projector.precomputed_input == "slot_states"
+
     @property
     def is_mimi(self) -> bool:
         return "Encodec" in type(self.feature_extractor).__name__
@@ -222,13 +233,11 @@ class SaladProcessor(ProcessorMixin):
 
     def num_audio_tokens_from_frames(self, num_encoder_frames: int) -> int:
         """Placeholders for one chunk with `num_encoder_frames` real encoder frames."""
-        return math.ceil(num_encoder_frames / self.stack_factor)
+        return self.projector.num_slots(num_encoder_frames, self.stack_factor)
 
     def num_audio_tokens_from_states(self, num_state_rows: int) -> int:
         """Placeholders for one chunk given as precomputed states (`model.encode_audio` rows of the real length)."""
-        if self.slot_states:
-            return int(num_state_rows) - self.state_prefix_rows
-        return self.num_audio_tokens_from_frames(num_state_rows)
+        return self.projector.slots_for_precomputed(num_state_rows, self.stack_factor)
 
     def num_audio_tokens(self, num_samples_16k: int) -> int:
         """Placeholders a 16 kHz clip of `num_samples_16k` samples expands to (all its chunks)."""

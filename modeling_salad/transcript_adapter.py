@@ -1,4 +1,4 @@
-"""Transcript-aligned adapter (`adapter_type="transcript"`), a flat sibling of modeling_salad.py (remote-code safe).
+"""Transcript-aligned adapter (`adapter_type="transcript"`), a flat sibling of projectors.py (remote-code safe).
 
 Whisper's own pretrained decoder reads each clip greedily. Every recognized Whisper token becomes one LLM input
 slot holding the LLM's own embedding of that token's text (a fixed vocabulary bridge between the two tokenizers,
@@ -17,6 +17,9 @@ Whisper token id + 1 (0 = filler slot), exact in float32.
 
 import torch
 from torch import nn
+from transformers import AutoModel, AutoTokenizer, GenerationConfig, WhisperModel
+
+from .projectors import SaladProjector, register_projector
 
 
 def transcript_slots(num_encoder_frames: torch.Tensor, stack_factor: int, max_slots: int) -> torch.Tensor:
@@ -68,17 +71,63 @@ def pack_slot_states(hidden: torch.Tensor, token_ids: torch.Tensor) -> torch.Ten
     return torch.cat([hidden.float(), (token_ids + 1).float()[..., None]], dim=-1)
 
 
-class SaladTranscriptProjector(nn.Module):
+
+
+def whisper_transcribe_prompt(audio_encoder_path: str) -> list[int]:
+    """Whisper's decoder prompt for English transcription without timestamps: from the model's generation config,
+    else (no generation config) the English-only prompt from its tokenizer."""
+    try:
+        generation = GenerationConfig.from_pretrained(audio_encoder_path)
+    except OSError:
+        generation = None
+    if generation is not None and None not in (generation.decoder_start_token_id,
+                                               getattr(generation, "no_timestamps_token_id", None)):
+        prompt = [generation.decoder_start_token_id]
+        if getattr(generation, "is_multilingual", False):
+            prompt += [generation.lang_to_id["<|en|>"], generation.task_to_id["transcribe"]]
+        return prompt + [generation.no_timestamps_token_id]
+    tokenizer = AutoTokenizer.from_pretrained(audio_encoder_path)
+    return tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|notimestamps|>"])
+
+
+def vocabulary_bridge(whisper_tokenizer, llm_tokenizer, vocab_size: int, max_pieces: int = 4):
+    """For every Whisper token id: the LLM token ids of its text (at most `max_pieces`) and their count.
+
+    Special tokens (and ids past the Whisper tokenizer) map to nothing (count 0).
+    """
+    special = set(whisper_tokenizer.all_special_ids)
+    texts = [whisper_tokenizer.decode([i]) if i < len(whisper_tokenizer) and i not in special else ""
+             for i in range(vocab_size)]
+    encoded = llm_tokenizer(texts, add_special_tokens=False)["input_ids"]
+    ids = torch.zeros(vocab_size, max_pieces, dtype=torch.long)
+    counts = torch.zeros(vocab_size, dtype=torch.long)
+    for i, pieces in enumerate(encoded):
+        pieces = pieces[:max_pieces]
+        ids[i, : len(pieces)] = torch.tensor(pieces, dtype=torch.long)
+        counts[i] = len(pieces)
+    return ids, counts
+
+
+@register_projector
+class SaladTranscriptProjector(SaladProjector):
     """Slot states -> LLM input embeddings: bridge embedding of the recognized token + learned correction.
 
     `bridge_ids [V_whisper, K]` / `bridge_counts [V_whisper]`: the LLM token ids of each Whisper token's text
     (at most K pieces, averaged). Built from the two tokenizers by `build_salad`; saved with the weights.
+    Its audio tower is the whole `WhisperModel` (the decoder reads the clip); its precomputed input is slot-shaped.
     """
+
+    adapter_type = "transcript"
+    precomputed_input = "slot_states"
 
     def __init__(self, config):
         super().__init__()
         audio_width = config.audio_config.d_model
         text_width = config.text_config.hidden_size
+        self.stack_factor = config.stack_factor
+        self.prompt_ids = list(config.transcript_prompt_ids)
+        self.max_slots = config.audio_config.max_target_positions - len(self.prompt_ids)
+        self.eos_token_id = config.audio_config.eos_token_id
         self.norm = nn.LayerNorm(audio_width)
         self.up = nn.Linear(audio_width, config.adapter_hidden_size)
         self.act = nn.SiLU()
@@ -88,11 +137,56 @@ class SaladTranscriptProjector(nn.Module):
         self.register_buffer("bridge_ids", torch.zeros(config.audio_config.vocab_size, pieces, dtype=torch.long))
         self.register_buffer("bridge_counts", torch.zeros(config.audio_config.vocab_size, dtype=torch.long))
 
+    # ------------------------------------------------------------ config / processor
+    @classmethod
+    def configure(cls, config) -> None:
+        if config.audio_encoder_type != "whisper" or config.audio_padding != "window":
+            raise ValueError("adapter_type='transcript' needs a Whisper audio_config and audio_padding='window' "
+                             "(Whisper's decoder reads the padded 30 s window it was trained on).")
+        if not config.transcript_prompt_ids:
+            raise ValueError("adapter_type='transcript' needs `transcript_prompt_ids` (Whisper's decoder prompt); "
+                             "build_salad reads them from the Whisper generation config.")
+        if config.stack_factor is None:
+            config.stack_factor = 10
+        most_slots = -(-config.audio_config.max_source_positions // config.stack_factor)
+        room = config.audio_config.max_target_positions - len(config.transcript_prompt_ids)
+        if most_slots > room:
+            raise ValueError(f"stack_factor={config.stack_factor} gives {most_slots} slots per 30 s chunk, more "
+                             f"than the Whisper decoder can emit ({room}); raise stack_factor.")
+
+    @classmethod
+    def precomputed_width(cls, config) -> int:
+        return config.audio_config.d_model + 1
+
+    # ------------------------------------------------------------ model
+    @classmethod
+    def build_audio_tower(cls, config) -> nn.Module:
+        return WhisperModel(config.audio_config)
+
+    @classmethod
+    def audio_encoder(cls, audio_tower: nn.Module) -> nn.Module:
+        return audio_tower.encoder
+
+    def after_init_weights(self) -> None:
+        self.reset_correction()
+
     def reset_correction(self):
         """Start as the pure bridge: zero correction and zero filler."""
         nn.init.zeros_(self.down.weight)
         nn.init.zeros_(self.down.bias)
         nn.init.zeros_(self.filler)
+
+    def precompute(self, encoder_states, frame_mask, audio_tower):
+        """Slot states `[N, S, C + 1]` (decoder state + token id + 1) and slot mask `[N, S]`."""
+        num_slots = transcript_slots(frame_mask.sum(-1), self.stack_factor, self.max_slots)
+        hidden, token_ids = greedy_decode_slots(audio_tower, encoder_states, num_slots, self.prompt_ids,
+                                                self.eos_token_id)
+        slot_mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < num_slots[:, None]
+        return pack_slot_states(hidden, token_ids), slot_mask
+
+    def embed(self, states, mask, text_embeddings):
+        slot_mask = mask.bool()
+        return self(states, slot_mask, text_embeddings)[slot_mask]
 
     def bridge_embeddings(self, token_ids: torch.Tensor, text_embeddings: nn.Module) -> torch.Tensor:
         safe = token_ids.clamp(min=0)
@@ -110,3 +204,20 @@ class SaladTranscriptProjector(nn.Module):
         bridged = self.bridge_embeddings(token_ids, text_embeddings).to(correction.dtype)
         is_token = (token_ids >= 0)[..., None]
         return torch.where(is_token, bridged + correction, self.filler.to(correction.dtype).expand_as(correction))
+
+    # ------------------------------------------------------------ builder
+    @classmethod
+    def pretrained_config_fields(cls, audio_encoder_path: str, audio_config) -> dict:
+        return {"transcript_prompt_ids": whisper_transcribe_prompt(audio_encoder_path)}
+
+    @classmethod
+    def load_audio_tower(cls, audio_encoder_path: str, config, dtype) -> nn.Module:
+        full = AutoModel.from_pretrained(audio_encoder_path, dtype=dtype)
+        return full.model if hasattr(full, "model") and not hasattr(full, "encoder") else full
+
+    def prepare_from_pretrained(self, text_tokenizer, audio_encoder_path: str) -> None:
+        """Fill the vocabulary bridge from the Whisper and LLM tokenizers."""
+        ids, counts = vocabulary_bridge(AutoTokenizer.from_pretrained(audio_encoder_path), text_tokenizer,
+                                        self.bridge_ids.shape[0], self.bridge_ids.shape[1])
+        self.bridge_ids.copy_(ids)
+        self.bridge_counts.copy_(counts)

@@ -191,6 +191,11 @@ def test_config_rules():
         tiny_model(posterior_temperature=-1.0)
     with pytest.raises(ValueError, match="audio_padding='window'"):
         tiny_model(audio_padding="none")
+    short_window = whisper_config()
+    short_window.max_source_positions = 100
+    with pytest.raises(ValueError, match="1500-frame window"):
+        SaladConfig(text_config=tiny_text_config(300), audio_config=short_window, adapter_type="posterior",
+                    transcript_prompt_ids=PROMPT)
     model, _ = tiny_model(posterior_temperature=0.5)
     assert math.isclose(float(model.multi_modal_projector.temperature.detach()), 0.5, rel_tol=1e-6)
 
@@ -207,7 +212,7 @@ def test_save_pretrained_round_trip_keeps_decoder_and_bridge(tmp_path):
     assert (tmp_path / "posterior_adapter.py").exists() and (tmp_path / "transcript_adapter.py").exists()
     loaded = SaladForCausalLM.from_pretrained(tmp_path).eval()
     loaded_processor = SaladProcessor.from_pretrained(tmp_path)
-    assert loaded_processor.state_prefix_rows == 1500 and loaded_processor.slot_states
+    assert loaded_processor.adapter_type == "posterior" and loaded_processor.num_audio_tokens_from_states(1507) == 7
     inputs = speech_inputs(processor, (1.2,))
     with torch.no_grad():
         torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits)

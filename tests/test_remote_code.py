@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,7 +52,11 @@ def test_remote_code_round_trip(tmp_path, build):
     folder = tmp_path / "salad-tiny"
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    for name in ("configuration_salad.py", "modeling_salad.py", "processing_salad.py", "model.safetensors"):
+    # Every flat remote-code file travels with the checkpoint (the builder and the package init are not remote code).
+    package = Path(__import__("modeling_salad").__file__).parent
+    remote_files = {p.name for p in package.glob("*.py")} - {"__init__.py", "builder.py"}
+    assert {"configuration_salad.py", "modeling_salad.py", "processing_salad.py", "projectors.py"} <= remote_files
+    for name in sorted(remote_files) + ["model.safetensors"]:
         assert (folder / name).exists(), name
     auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModel"] == auto_map["AutoModelForCausalLM"] == "modeling_salad.SaladForCausalLM"
