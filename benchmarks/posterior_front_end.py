@@ -114,6 +114,13 @@ def evaluate_variants(model, processor, whisper_tokenizer, items, clips, num_few
     return rows, pieces, states
 
 
+def activation_bytes(tensor, weights) -> int:
+    """Bytes a tensor saved for backward adds: 0 for parameters and buffers, the stored entries of a sparse one."""
+    if tensor.is_sparse:
+        return tensor._nnz() * (tensor.element_size() + 8 * tensor.sparse_dim())
+    return 0 if tensor.data_ptr() in weights else tensor.numel() * tensor.element_size()
+
+
 def top_k_costs(model, states, ks=(1, 4, 16, 64, 0), temperature=1.0, batch=4):
     """Relative error of top-k slot embeddings vs the full vocabulary, and forward+backward cost per batch."""
     projector, embeddings = model.multi_modal_projector, model.get_input_embeddings()
@@ -123,6 +130,7 @@ def top_k_costs(model, states, ks=(1, 4, 16, 64, 0), temperature=1.0, batch=4):
     for i, (s, m) in enumerate(states[:batch]):
         stacked[i, : s.shape[1]], masks[i, : m.shape[1]] = s[0], m[0]
     slot_mask = projector.slot_mask(masks)
+    weights = {p.data_ptr() for p in model.parameters()} | {b.data_ptr() for b in model.buffers()}
     configure(projector, temperature=temperature, top_k=0)
     with torch.no_grad():
         full = projector(stacked, masks, embeddings)[slot_mask]
@@ -132,7 +140,7 @@ def top_k_costs(model, states, ks=(1, 4, 16, 64, 0), temperature=1.0, batch=4):
         saved = []
         projector.decoder.requires_grad_(True)
         start = time.perf_counter()
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t,
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(activation_bytes(t, weights)) or t,
                                                       lambda t: t):
             out = projector(stacked, masks, embeddings)[slot_mask]
         out.pow(2).mean().backward()
