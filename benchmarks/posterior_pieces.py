@@ -5,13 +5,14 @@
 import sys
 sys.path.insert(0, "benchmarks")
 from collections import Counter
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 from posterior_front_end import load_items
 from modeling_salad.transcript_adapter import vocabulary_bridge
 from salad_demo.assets import prepare_assets
 a = prepare_assets()
 wt, lt = AutoTokenizer.from_pretrained(a["whisper"]), AutoTokenizer.from_pretrained(a["llm"])
-ids, counts = vocabulary_bridge(wt, lt, 51864, 4)
+whisper_config = AutoConfig.from_pretrained(a["whisper"])
+ids, counts = vocabulary_bridge(wt, lt, whisper_config.vocab_size, 4)
 for tasks in (("general_knowledge", "known_unknowns"), ("strategyqa",)):
     texts = [" " + it["question"] for rows in load_items(tasks).values() for it in rows]
     toks = [t for x in texts for t in wt(x, add_special_tokens=False)["input_ids"]]
@@ -21,5 +22,5 @@ for tasks in (("general_knowledge", "known_unknowns"), ("strategyqa",)):
     print(tasks, "whisper tokens", whisper_n, "pieces histogram", dict(sorted(c.items())),
           "multi-piece %.1f%%" % (100 * sum(v for k, v in c.items() if k > 1) / whisper_n),
           "LLM tokens of the same text", llm_n, "examples", Counter(multi).most_common(8))
-print("vocab entries with >1 piece: %.1f%%" % (100 * float((counts[:50256] > 1).float().mean())),
+print("vocab entries with >1 piece: %.1f%%" % (100 * float((counts[: whisper_config.eos_token_id] > 1).float().mean())),
       "truncated at 4:", int((counts == 4).sum()))
