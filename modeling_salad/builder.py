@@ -35,6 +35,9 @@ ADAPTER_KWARGS = (
     "max_audio_seconds",
     "adapter_num_key_value_heads",
     "bridge_max_pieces",
+    "posterior_temperature",
+    "posterior_top_k",
+    "posterior_pieces",
 )
 
 

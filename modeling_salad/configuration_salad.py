@@ -9,6 +9,7 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from .projectors import projector_class
+from .posterior_adapter import SaladPosteriorProjector  # noqa: F401  (registers adapter_type="posterior")
 from .transcript_adapter import SaladTranscriptProjector  # noqa: F401  (registers adapter_type="transcript")
 
 AUDIO_PADDING_MODES = ("window", "none")
@@ -31,6 +32,9 @@ class SaladConfig(PreTrainedConfig):
             RMSNorm + SwiGLU projector (Ultravox); `"transcript"` (Whisper only): Whisper's own decoder reads the
             clip greedily and each recognized token fills one slot with the LLM's embedding of its text plus a
             learned correction (see `transcript_adapter.py`); `stack_factor` then sets the slot rate.
+            `"posterior"` (Whisper only): the same slots, each the expected LLM embedding under Whisper's
+            teacher-forced posterior over its vocabulary; differentiable, so training reaches the Whisper decoder
+            (see `posterior_adapter.py`).
         adapter_num_layers (`int`, defaults to 12): Layers of the transformer adapter.
         adapter_hidden_size (`int`, defaults to 960): Width of the adapter.
         adapter_intermediate_size (`int`, *optional*): FFN width of the transformer adapter (default 2.4 x width).
@@ -49,6 +53,14 @@ class SaladConfig(PreTrainedConfig):
         bridge_max_pieces (`int`, defaults to 4): Transcript adapter: LLM tokens averaged per Whisper token.
         transcript_prompt_ids (`list[int]`, *optional*): Transcript adapter: the Whisper decoder prompt, read from
             the Whisper generation config by `build_salad`.
+        posterior_temperature (`float`, defaults to 1.0): Posterior front end: initial temperature of Whisper's slot
+            posterior (learned); 0 = argmax mode (the greedy token's bridged embedding: the transcript adapter
+            without its correction).
+        posterior_top_k (`int`, defaults to 0): Posterior front end: tokens kept per slot (the posterior is
+            renormalized over them); 0 = the whole Whisper vocabulary (measured: as fast on CPU, the decoder
+            dominates; top-16 is 2.6 % off on average, up to 28 % on uncertain slots; benchmarks/RESULTS.md).
+        posterior_pieces (`str`, defaults to `"mean"`): Posterior front end: a Whisper token whose text is several
+            LLM tokens gives their mean embedding (`"mean"`) or the first one's (`"first"`).
     """
 
     model_type = "salad"
@@ -73,6 +85,9 @@ class SaladConfig(PreTrainedConfig):
     max_audio_seconds: float = 600.0
     bridge_max_pieces: int = 4
     transcript_prompt_ids: list[int] | None = None
+    posterior_temperature: float = 1.0
+    posterior_top_k: int = 0
+    posterior_pieces: str = "mean"
 
     def __post_init__(self, **kwargs):
         for name in ("text_config", "audio_config"):

@@ -1,0 +1,290 @@
+"""The posterior front end: expected bridged LLM embeddings under Whisper's teacher-forced slot posterior."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import make_tiny_tokenizer, sine, tiny_text_config, tiny_whisper_config
+from modeling_salad import SaladConfig, SaladForCausalLM
+from modeling_salad.builder import make_processor
+from modeling_salad.posterior_adapter import (
+    bridge_embeddings,
+    bridge_matrix,
+    full_posterior_embeddings,
+    pack_posterior_states,
+    top_k_posterior,
+    unpack_posterior_states,
+)
+
+EOS = 50  # Whisper ids below it are content tokens
+PROMPT = [51]
+
+
+def whisper_config():
+    config = tiny_whisper_config()
+    config.eos_token_id = config.pad_token_id = config.bos_token_id = EOS
+    config.decoder_start_token_id = PROMPT[0]
+    return config
+
+
+def set_bridge(projector):
+    """Whisper token i -> LLM tokens (i + 40, i + 41) for odd i, (i + 40,) for even i; specials map to nothing."""
+    vocab = projector.bridge_ids.shape[0]
+    projector.bridge_ids.zero_()
+    projector.bridge_ids[:, 0] = torch.arange(vocab) + 40
+    projector.bridge_ids[1::2, 1] = torch.arange(1, vocab, 2) + 41
+    projector.bridge_counts.copy_(1 + (torch.arange(vocab) % 2))
+    projector.bridge_counts[EOS:] = 0
+
+
+def tiny_model(adapter_type="posterior", seed=0, **kwargs):
+    """A random tiny posterior (or transcript) model whose Whisper has EOS content tokens; same seed, same weights."""
+    from transformers import WhisperFeatureExtractor
+
+    torch.manual_seed(seed)
+    tokenizer = make_tiny_tokenizer()
+    config = SaladConfig(text_config=tiny_text_config(len(tokenizer)), audio_config=whisper_config(),
+                         adapter_type=adapter_type, adapter_hidden_size=32, stack_factor=25,
+                         transcript_prompt_ids=PROMPT, audio_token_id=tokenizer.convert_tokens_to_ids("<|audio|>"),
+                         **kwargs)
+    model = SaladForCausalLM(config).eval()
+    set_bridge(model.multi_modal_projector)
+    return model, make_processor(tokenizer, WhisperFeatureExtractor(feature_size=80), config)
+
+
+def transcript_twin(posterior):
+    """The transcript adapter with the posterior model's encoder, decoder and LLM (its correction at zero)."""
+    model, _ = tiny_model("transcript")
+    model.audio_tower.encoder.load_state_dict(posterior.audio_tower.state_dict())
+    model.audio_tower.decoder.load_state_dict(posterior.multi_modal_projector.decoder.state_dict())
+    model.language_model.load_state_dict(posterior.language_model.state_dict())
+    return model
+
+
+def speech_inputs(processor, seconds=(1.0,), text=None):
+    text = text or ["say <|audio|> ok"] * len(seconds)
+    clips = [sine(s, seed=i, freq=300 + 90 * i) for i, s in enumerate(seconds)]
+    return processor(text=text, audio=clips, sampling_rate=16000)
+
+
+@pytest.mark.parametrize("config", [dict(posterior_temperature=0.0),
+                                    dict(posterior_temperature=1e-7, posterior_top_k=16),
+                                    dict(posterior_temperature=1e-7, posterior_top_k=0)],
+                         ids=["argmax", "tiny-temperature", "tiny-temperature-full-vocab"])
+def test_cold_posterior_equals_transcript_adapter(config):
+    model, processor = tiny_model(**config)
+    twin = transcript_twin(model)
+    inputs = speech_inputs(processor, (0.7, 2.0))
+    with torch.no_grad():
+        posterior_embeds, _ = model.embed_inputs(inputs["input_ids"], inputs["input_features"],
+                                                 inputs["input_features_mask"])
+        transcript_embeds, _ = twin.embed_inputs(inputs["input_ids"], inputs["input_features"],
+                                                 inputs["input_features_mask"])
+        _, token_ids, _ = unpack_posterior_states(*model.encode_audio(inputs["input_features"],
+                                                                      inputs["input_features_mask"]), 1500)
+    assert (token_ids >= 0).sum() > 3  # the clips hold real tokens, not only filler
+    if config.get("posterior_top_k", 0) or config["posterior_temperature"] == 0:
+        assert torch.equal(posterior_embeds, transcript_embeds)
+    else:  # the sparse-matrix product sums in another order
+        torch.testing.assert_close(posterior_embeds, transcript_embeds, rtol=1e-6, atol=1e-6)
+
+
+def test_warm_posterior_differs_and_gradients_reach_decoder_and_temperature():
+    model, processor = tiny_model(posterior_temperature=2.0)
+    twin = transcript_twin(model)
+    inputs = speech_inputs(processor, (1.5,))
+    with torch.no_grad():
+        assert not torch.allclose(model(**inputs).logits, twin(**inputs).logits)
+    model.train()
+    model(**inputs).logits.float().pow(2).mean().backward()
+    projector = model.multi_modal_projector
+    assert projector.log_temperature.grad is not None and projector.log_temperature.grad.abs() > 0
+    for name in ("layers.0.self_attn.q_proj.weight", "layers.0.encoder_attn.v_proj.weight", "embed_tokens.weight"):
+        grad = projector.decoder.get_parameter(name).grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    assert all(p.grad is None for p in model.audio_tower.parameters())  # the encoder stays frozen
+
+
+@pytest.mark.parametrize("seconds", [0.3, 2.0, 35.0])
+def test_slot_count_from_length_and_precomputed_states(seconds):
+    model, processor = tiny_model()
+    inputs = speech_inputs(processor, (seconds,))
+    placeholders = int((inputs["input_ids"] == processor.audio_token_id).sum())
+    assert placeholders == processor.num_audio_tokens(int(round(seconds * 16000)))
+    with torch.no_grad():
+        states, mask = model.encode_audio(inputs["input_features"], inputs["input_features_mask"])
+        # what the encoder-state caches keep per chunk: the rows of the mask
+        rows = [s[m.bool()] for s, m in zip(states, mask)]
+        assert sum(processor.num_audio_tokens_from_states(r.shape[0]) for r in rows) == placeholders
+        logits = model(**inputs).logits
+        cached = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                       audio_encoder_states=states, audio_encoder_mask=mask).logits
+    torch.testing.assert_close(logits, cached)
+
+
+def test_batch_equals_single_and_left_equals_right_padding():
+    model, processor = tiny_model(posterior_temperature=1.5)
+    seconds = (0.6, 2.4, 1.1)
+    texts = ["a <|audio|> b", "longer text <|audio|> here c", "<|audio|>"]
+    with torch.no_grad():
+        singles = [model(**speech_inputs(processor, (s,), [t])).logits[0] for s, t in zip(seconds, texts)]
+        for side in ("right", "left"):
+            processor.tokenizer.padding_side = side
+            batch = speech_inputs(processor, seconds, texts)
+            logits = model(**batch).logits
+            for i, single in enumerate(singles):
+                keep = batch["attention_mask"][i].bool()
+                torch.testing.assert_close(logits[i][keep], single, rtol=1e-4, atol=1e-4)
+
+
+def test_pack_unpack_round_trip():
+    encoder = torch.randn(2, 6, 3)
+    token_ids = torch.tensor([[4, 7, -1], [9, -1, -1]])
+    states, mask = pack_posterior_states(encoder, token_ids, torch.tensor([3, 1]))
+    assert states.shape == (2, 9, 4) and mask.sum(-1).tolist() == [9, 7]
+    back, ids, slot_mask = unpack_posterior_states(states, mask, 6)
+    assert torch.equal(back, encoder) and torch.equal(ids, token_ids)
+    assert slot_mask.tolist() == [[True, True, True], [True, False, False]]
+    with pytest.raises(ValueError, match="window rows"):
+        unpack_posterior_states(states[:, :6], mask[:, :6], 6)
+
+
+def test_top_k_and_full_vocabulary_expectations_against_brute_force():
+    torch.manual_seed(0)
+    logits, temperature = torch.randn(5, 12), torch.tensor(0.7)
+    embedding = torch.nn.Embedding(30, 4)
+    ids = torch.randint(0, 30, (12, 3))
+    counts = torch.randint(0, 4, (12,))
+    pieces = [embedding.weight[ids[v, : counts[v]]].mean(0) if counts[v] else torch.zeros(4) for v in range(12)]
+    table = torch.stack(pieces)
+    probs = torch.softmax(logits / temperature, -1)
+    with torch.no_grad():
+        full = full_posterior_embeddings(probs, bridge_matrix(ids, counts, 12, 30), embedding.weight)
+        torch.testing.assert_close(full, probs @ table)
+        torch.testing.assert_close(bridge_embeddings(torch.arange(12), ids, counts, embedding), table)
+        weights, candidates = top_k_posterior(logits, temperature, 3)
+        top = logits.topk(3).indices
+        expected = torch.softmax(logits.gather(1, top) / temperature, -1)
+        assert torch.equal(candidates, top)
+        torch.testing.assert_close(weights, expected)
+        all_weights, _ = top_k_posterior(logits, temperature, 0)
+        torch.testing.assert_close(all_weights, probs)
+
+
+def test_first_piece_mode_uses_the_first_llm_piece():
+    model, processor = tiny_model(posterior_temperature=0.0, posterior_pieces="first")
+    inputs = speech_inputs(processor, (2.0,), ["<|audio|>"])
+    with torch.no_grad():
+        states, mask = model.encode_audio(inputs["input_features"], inputs["input_features_mask"])
+        features = model.get_audio_features(audio_encoder_states=states, audio_encoder_mask=mask)
+    _, token_ids, _ = unpack_posterior_states(states, mask, 1500)
+    table = model.get_input_embeddings().weight
+    for slot, whisper_id in enumerate(token_ids[0].tolist()):
+        expected = table[whisper_id + 40] if whisper_id >= 0 else torch.zeros_like(table[0])
+        torch.testing.assert_close(features[slot], expected)
+
+
+def test_config_rules():
+    with pytest.raises(ValueError, match="posterior_pieces"):
+        tiny_model(posterior_pieces="last")
+    with pytest.raises(ValueError, match=">= 0"):
+        tiny_model(posterior_temperature=-1.0)
+    with pytest.raises(ValueError, match="audio_padding='window'"):
+        tiny_model(audio_padding="none")
+    short_window = whisper_config()
+    short_window.max_source_positions = 100
+    with pytest.raises(ValueError, match="1500-frame window"):
+        SaladConfig(text_config=tiny_text_config(300), audio_config=short_window, adapter_type="posterior",
+                    transcript_prompt_ids=PROMPT)
+    model, _ = tiny_model(posterior_temperature=0.5)
+    assert math.isclose(float(model.multi_modal_projector.temperature.detach()), 0.5, rel_tol=1e-6)
+
+
+def test_save_pretrained_round_trip_keeps_decoder_and_bridge(tmp_path):
+    from modeling_salad import SaladProcessor
+
+    model, processor = tiny_model(posterior_temperature=0.8)
+    with torch.no_grad():
+        model.multi_modal_projector.decoder.layers[0].fc1.weight.mul_(1.5)
+        model.multi_modal_projector.log_temperature.fill_(-0.3)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    assert (tmp_path / "posterior_adapter.py").exists() and (tmp_path / "transcript_adapter.py").exists()
+    loaded = SaladForCausalLM.from_pretrained(tmp_path).eval()
+    loaded_processor = SaladProcessor.from_pretrained(tmp_path)
+    assert loaded_processor.adapter_type == "posterior" and loaded_processor.num_audio_tokens_from_states(1507) == 7
+    inputs = speech_inputs(processor, (1.2,))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits)
+    assert float(loaded.multi_modal_projector.log_temperature.detach()) == pytest.approx(-0.3)
+
+
+def test_lora_on_the_decoder_trains_only_lora_weights():
+    peft = pytest.importorskip("peft")
+    model, processor = tiny_model(posterior_temperature=1.0)
+    decoder = model.multi_modal_projector.decoder
+    model.requires_grad_(False)
+    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "fc1", "fc2"])
+    peft.inject_adapter_in_model(lora, decoder)
+    for name, param in decoder.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero; move it so A gets a gradient too
+            torch.nn.init.normal_(param, std=0.1)
+    before = model(**speech_inputs(processor, (1.0,))).logits
+    before.float().pow(2).mean().backward()
+    trained = [n for n, p in decoder.named_parameters() if p.grad is not None]
+    assert trained and all("lora_" in n for n in trained)
+    assert all(decoder.get_parameter(n).grad.abs().sum() > 0 for n in trained)
+
+
+def test_remote_code_round_trip_in_isolated_subprocess(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from test_remote_code import LOADER
+
+    model, processor = tiny_model(posterior_temperature=0.9)
+    folder = tmp_path / "salad-posterior"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    text, audio = ["hi <|audio|>", "two <|audio|> clips <|audio|>"], [sine(0.9), sine(0.3, seed=1), sine(1.4, seed=2)]
+    inputs = dict(processor(text=text, audio=audio, sampling_rate=16000))
+    with torch.no_grad():
+        expected = model(**inputs).logits
+        generated = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    torch.save({**inputs, "text": text, "audio": [torch.from_numpy(a) for a in audio]}, folder / "inputs.pt")
+    script = tmp_path / "load.py"
+    script.write_text(LOADER)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), TRANSFORMERS_VERBOSITY="error")
+    proc = subprocess.run([sys.executable, "-I", str(script), str(folder), str(tmp_path / "out.pt")], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = torch.load(tmp_path / "out.pt")
+    assert result["same_inputs"] and result["AutoModelForCausalLM_module"].startswith("transformers_modules")
+    torch.testing.assert_close(result["AutoModelForCausalLM"], expected)
+    assert torch.equal(result["generated"], generated)
+
+
+def test_trainer_collator_takes_cached_posterior_states_and_trains_the_decoder():
+    from trainers.collator import SpanDocumentCollator
+    from trainers.diagnostics import logits_at_positions
+
+    model, processor = tiny_model(posterior_temperature=1.0)
+    features = processor.extract_audio_features([sine(1.3)])
+    with torch.no_grad():
+        states, mask = model.encode_audio(features["input_features"], features["input_features_mask"])
+    cached = states[0][mask[0]].numpy()  # what the encoder-state cache stores for the clip
+    document = {"id": "d", "spans": [{"text": "a spoken bit", "audio": {"encoder_states": cached}},
+                                     {"text": " then text", "audio": None}]}
+    batch = SpanDocumentCollator(processor, speech_policy="all")([document])
+    assert int((batch["input_ids"] == processor.audio_token_id).sum()) == processor.num_audio_tokens(len(sine(1.3)))
+    model.train()
+    logits = logits_at_positions(model, batch["student_positions"], input_ids=batch["input_ids"],
+                                 attention_mask=batch["attention_mask"], use_cache=False,
+                                 audio_encoder_states=batch["audio_encoder_states"],
+                                 audio_encoder_mask=batch["audio_encoder_mask"])
+    logits.float().pow(2).mean().backward()
+    grad = model.multi_modal_projector.decoder.layers[0].fc2.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
