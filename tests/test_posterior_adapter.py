@@ -254,6 +254,9 @@ def test_remote_code_round_trip_in_isolated_subprocess(tmp_path):
         expected = model(**inputs).logits
         generated = model.generate(**inputs, max_new_tokens=3, do_sample=False)
     torch.save({**inputs, "text": text, "audio": [torch.from_numpy(a) for a in audio]}, folder / "inputs.pt")
+    import soundfile as sf
+
+    sf.write(folder / "clip.wav", audio[0], 16000)  # the loader also answers a chat through pipeline("any-to-any")
     script = tmp_path / "load.py"
     script.write_text(LOADER)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -265,6 +268,7 @@ def test_remote_code_round_trip_in_isolated_subprocess(tmp_path):
     assert result["same_inputs"] and result["AutoModelForCausalLM_module"].startswith("transformers_modules")
     torch.testing.assert_close(result["AutoModelForCausalLM"], expected)
     assert torch.equal(result["generated"], generated)
+    assert result["pipeline_class"].startswith("transformers_modules")
 
 
 def test_trainer_collator_takes_cached_posterior_states_and_trains_the_decoder():
