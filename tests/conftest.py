@@ -3,6 +3,8 @@
 Usage in any test:  `def test_x(tiny_salad): model, processor = tiny_salad(adapter_type="mlp")`.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -89,3 +91,16 @@ def tiny_salad():
 @pytest.fixture
 def tiny_tokenizer():
     return make_tiny_tokenizer()
+
+
+def save_tiny_checkpoint(root):
+    """A tiny SALAD folder `root/ckpt` whose config points at its own LLM saved as a plain causal LM `root/base`
+    (what salad-eval, lm-eval's `hf` model and the app load as the base text LLM). Returns (ckpt, base)."""
+    model, processor = make_tiny_salad()
+    base, ckpt = Path(root) / "base", Path(root) / "ckpt"
+    model.language_model.save_pretrained(base)
+    processor.tokenizer.save_pretrained(base)
+    model.config.base_text_model = str(base)
+    model.save_pretrained(ckpt)
+    processor.save_pretrained(ckpt)
+    return ckpt, base

@@ -5,7 +5,7 @@ import json
 import shutil
 
 import pytest
-from conftest import make_tiny_salad
+from conftest import save_tiny_checkpoint
 from console_scripts import console_scripts, run_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -22,13 +22,7 @@ TEXTS = ["Stir the onions in butter until golden.", "Bake the bread until the cr
 def ctx(tmp_path_factory):
     """Small inputs every case shares: a tiny SALAD checkpoint (+ its base LLM), JSONL texts and MC items."""
     root = tmp_path_factory.mktemp("scripts")
-    model, processor = make_tiny_salad()
-    base = root / "base"
-    model.language_model.save_pretrained(base)
-    processor.tokenizer.save_pretrained(base)
-    model.config.base_text_model = str(base)
-    model.save_pretrained(root / "ckpt")
-    processor.save_pretrained(root / "ckpt")
+    save_tiny_checkpoint(root)
     (root / "texts.jsonl").write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n"
                                               for i, t in enumerate(TEXTS)))
     (root / "items.jsonl").write_text("".join(json.dumps({"id": f"q{i}", "question": f"Is {i} even?",

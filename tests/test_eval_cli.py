@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import make_tiny_salad, sine
+from conftest import make_tiny_salad, save_tiny_checkpoint, sine
 
 from evaluation.cli import main
 from evaluation.generate_mode import judge_answer, normalize_answer
@@ -15,15 +15,7 @@ def write_jsonl(path, rows):
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    model, processor = make_tiny_salad()
-    base_dir = tmp_path / "base"
-    model.language_model.save_pretrained(base_dir)
-    processor.tokenizer.save_pretrained(base_dir)
-    model.config.base_text_model = str(base_dir)
-    ckpt = tmp_path / "ckpt"
-    model.save_pretrained(ckpt)
-    processor.save_pretrained(ckpt)
-    return ckpt, base_dir
+    return save_tiny_checkpoint(tmp_path)
 
 
 def items(n, prefix="q"):

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny_salad
+from conftest import save_tiny_checkpoint
 
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is an optional extra: pip install 'salad-speech[lm-eval]'")
 
@@ -23,14 +23,7 @@ VOICE = "flite:slt"
 def checkpoint(tmp_path_factory):
     """A tiny SALAD folder whose config points at its own LLM saved as a plain causal LM (the `hf` model)."""
     tmp = tmp_path_factory.mktemp("salad-lm-eval")
-    model, processor = make_tiny_salad()
-    base = tmp / "base"
-    model.language_model.save_pretrained(base)
-    processor.tokenizer.save_pretrained(base)
-    model.config.base_text_model = str(base)
-    ckpt = tmp / "ckpt"
-    model.save_pretrained(ckpt)
-    processor.save_pretrained(ckpt)
+    ckpt, base = save_tiny_checkpoint(tmp)
     return ckpt, base, tmp
 
 

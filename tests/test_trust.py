@@ -4,7 +4,7 @@ import json
 import shutil
 
 import pytest
-from conftest import make_tiny_salad
+from conftest import save_tiny_checkpoint
 from console_scripts import run_script
 
 from modeling_salad.loading import UntrustedCodeError, folder_code_files, resolve_trust_remote_code
@@ -20,16 +20,7 @@ class ForeignTokenizer(PreTrainedTokenizerFast):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("trust")
-    model, processor = make_tiny_salad()
-    base = tmp / "base"
-    model.language_model.save_pretrained(base)
-    processor.tokenizer.save_pretrained(base)
-    model.config.base_text_model = str(base)
-    ckpt = tmp / "ckpt"
-    model.save_pretrained(ckpt)
-    processor.save_pretrained(ckpt)
-    return ckpt
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("trust"))[0]
 
 
 def tampered_copy(checkpoint, tmp_path):
