@@ -116,6 +116,6 @@ def build_salad(text_model, audio_encoder, dtype=torch.float32, **adapter_kwargs
     leftover = [name for name, p in model.named_parameters() if p.is_meta]
     if leftover:
         raise RuntimeError(f"build_salad left parameters on the meta device: {leftover[:5]}")
-    model.generation_config = copy.deepcopy(language_model.generation_config)
+    model.generation_config = model.suppress_audio_token(copy.deepcopy(language_model.generation_config))
     model.config.name_or_path = f"salad({os.path.basename(str(text_model))}+{os.path.basename(str(audio_encoder))})"
     return model.eval(), make_processor(tokenizer, feature_extractor, config)

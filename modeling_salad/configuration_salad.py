@@ -8,13 +8,12 @@ import-time side effects.
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from .projectors import PROJECTORS, projector_class
 from .posterior_adapter import SaladPosteriorProjector  # noqa: F401  (registers adapter_type="posterior")
+from .projectors import projector_class
 from .transcript_adapter import SaladTranscriptProjector  # noqa: F401  (registers adapter_type="transcript")
 
 AUDIO_PADDING_MODES = ("window", "none")
 SUPPORTED_AUDIO_MODEL_TYPES = ("whisper", "mimi")
-ADAPTER_TYPES = tuple(PROJECTORS)
 
 
 class SaladConfig(PreTrainedConfig):

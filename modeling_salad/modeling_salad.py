@@ -76,7 +76,9 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
         return super().from_pretrained(*args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Full-weight safetensors + the remote-code files + `auto_map` for AutoConfig/AutoModel/AutoModelForCausalLM."""
+        """Full-weight safetensors + the remote-code files + `auto_map` for the Auto classes, and a generation config
+        that suppresses `<|audio|>`."""
+        self.suppress_audio_token()
         type(self.config).register_for_auto_class()
         type(self).register_for_auto_class("AutoModelForCausalLM")
         auto_map = dict(getattr(self.config, "auto_map", None) or {})
@@ -85,6 +87,8 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
                 "AutoConfig": "configuration_salad.SaladConfig",
                 "AutoModel": "modeling_salad.SaladForCausalLM",
                 "AutoModelForCausalLM": "modeling_salad.SaladForCausalLM",
+                # what `pipeline("any-to-any")` loads
+                "AutoModelForMultimodalLM": "modeling_salad.SaladForCausalLM",
             }
         )
         self.config.auto_map = auto_map
@@ -110,8 +114,7 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
     def _encode_whisper(self, input_features: torch.Tensor, input_features_mask: torch.Tensor):
         tower = self.audio_encoder
         mel_mask = input_features_mask.bool()
-        out_lengths = whisper_encoder_frames(mel_mask.sum(-1))
-        features = input_features.to(tower.conv1.weight.dtype)
+        features = input_features.to(tower.dtype)
         if self.config.audio_padding == "window":
             window = tower.config.max_source_positions * 2
             if features.shape[-1] != window:
@@ -121,31 +124,10 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
                 )
             states = tower(features).last_hidden_state
         else:
-            states = self._run_whisper_unpadded(features, mel_mask, out_lengths)
+            states = tower(features, attention_mask=mel_mask).last_hidden_state
+        out_lengths = whisper_encoder_frames(mel_mask.sum(-1))
         frame_mask = torch.arange(states.shape[1], device=states.device)[None, :] < out_lengths[:, None]
         return states, frame_mask
-
-    def _run_whisper_unpadded(self, features, mel_mask, out_lengths):
-        """Whisper encoder on the real length: zero padding like a lone chunk, key-padding mask in attention."""
-        tower = self.audio_encoder
-        keep = mel_mask[:, None, :].to(features.dtype)
-        hidden = nn.functional.gelu(tower.conv1(features * keep)) * keep
-        hidden = nn.functional.gelu(tower.conv2(hidden)).permute(0, 2, 1)
-        num_frames = hidden.shape[1]
-        if num_frames > tower.config.max_source_positions:
-            raise ValueError(
-                f"A chunk has {num_frames} encoder frames, more than the encoder's "
-                f"{tower.config.max_source_positions}; chunk long audio with SaladProcessor."
-            )
-        hidden = hidden + tower.embed_positions.weight[:num_frames].to(hidden.dtype)
-        frame_mask = torch.arange(num_frames, device=hidden.device)[None, :] < out_lengths[:, None]
-        attention_mask = torch.zeros(hidden.shape[0], 1, num_frames, num_frames, dtype=hidden.dtype, device=hidden.device)
-        attention_mask = attention_mask.masked_fill(~frame_mask[:, None, None, :], torch.finfo(hidden.dtype).min)
-        for layer in tower.layers:
-            hidden = layer(hidden, attention_mask)
-            if isinstance(hidden, tuple):
-                hidden = hidden[0]
-        return tower.layer_norm(hidden)
 
     def _encode_mimi(self, input_features: torch.Tensor, input_features_mask: torch.Tensor):
         tower = self.audio_encoder
@@ -213,28 +195,42 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
         return input_features is not None or audio_encoder_states is not None
 
     def embed_inputs(self, input_ids=None, input_features=None, input_features_mask=None, audio_encoder_states=None,
-                     audio_encoder_mask=None, inputs_embeds=None, labels=None):
+                     audio_encoder_mask=None, inputs_embeds=None, labels=None, decoding_step=False):
         """The LLM's `inputs_embeds` `[B, U, D]` with each clip's audio embeddings at its `<|audio|>` placeholders
         (and `labels` with the placeholders ignored): what `forward` feeds the language model. Callers that need
-        hidden states rather than logits run `get_decoder()` on it."""
+        hidden states rather than logits run `get_decoder()` on it.
+
+        Placeholders are checked only where audio is merged. On a `decoding_step` (a cached generation step, no
+        audio) an `<|audio|>` the model generated is an ordinary token and keeps its own embedding."""
         audio_id = self.config.audio_token_id
+        merging = self._has_audio(input_features, audio_encoder_states)
         if inputs_embeds is None:
-            is_placeholder = input_ids == audio_id if audio_id is not None else torch.zeros_like(input_ids, dtype=torch.bool)
-            if is_placeholder.any() and not self._has_audio(input_features, audio_encoder_states):
+            is_placeholder = (input_ids == audio_id) if audio_id is not None else torch.zeros_like(input_ids).bool()
+            if is_placeholder.any() and not merging and not decoding_step:
                 raise ValueError(
                     f"input_ids hold {int(is_placeholder.sum())} `<|audio|>` placeholders but no audio was given "
                     "(`input_features` or `audio_encoder_states`)."
                 )
-            inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(is_placeholder, 0))
+            token_ids = input_ids.masked_fill(is_placeholder, 0) if merging else input_ids
+            inputs_embeds = self.get_input_embeddings()(token_ids)
             if labels is not None:
                 labels = labels.masked_fill(is_placeholder, -100)
-        if self._has_audio(input_features, audio_encoder_states):
+        if merging:
             audio_features = self.get_audio_features(
                 input_features, input_features_mask, audio_encoder_states, audio_encoder_mask
             ).to(inputs_embeds.dtype)
             placeholder_mask = self.get_placeholder_mask(input_ids, inputs_embeds, audio_features)
             inputs_embeds = inputs_embeds.masked_scatter(placeholder_mask, audio_features)
         return inputs_embeds, labels
+
+    def suppress_audio_token(self, generation_config=None):
+        """Add `<|audio|>` to `suppress_tokens` of the generation config: the model never writes a placeholder."""
+        generation_config = generation_config if generation_config is not None else self.generation_config
+        audio_id = self.config.audio_token_id
+        suppressed = list(generation_config.suppress_tokens or [])
+        if audio_id is not None and audio_id not in suppressed:
+            generation_config.suppress_tokens = suppressed + [audio_id]
+        return generation_config
 
     # ----------------------------------------------------------------- forward / generate
     def forward(
@@ -266,6 +262,7 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
         inputs_embeds, labels = self.embed_inputs(
             input_ids, input_features, input_features_mask, audio_encoder_states, audio_encoder_mask,
             inputs_embeds=inputs_embeds, labels=labels,
+            decoding_step=cache is not None and cache.get_seq_length() > 0,
         )
         return self.language_model(
             inputs_embeds=inputs_embeds,

@@ -8,7 +8,7 @@ import math
 import os
 
 import numpy as np
-from transformers import BatchFeature, ProcessorMixin
+from transformers import ProcessorMixin
 
 from .configuration_salad import projector_class
 
@@ -48,14 +48,14 @@ AUDIO_PARTS_PREAMBLE = (
 )
 
 
-def audio_chat_template(base_template: str | None) -> str:
-    """A chat template that renders audio parts as `<|audio|>`: the base one if it already does, else the base one
-    behind `AUDIO_PARTS_PREAMBLE`, else a ChatML template."""
+def audio_chat_template(base_template: str | None, audio_token: str = AUDIO_TOKEN) -> str:
+    """A chat template that renders audio parts as `audio_token`: the base one if it already does, else the base
+    one behind `AUDIO_PARTS_PREAMBLE`, else a ChatML template."""
     if not base_template:
-        return DEFAULT_CHAT_TEMPLATE
+        return DEFAULT_CHAT_TEMPLATE.replace(AUDIO_TOKEN, audio_token)
     if "audio" in base_template:
         return base_template
-    return AUDIO_PARTS_PREAMBLE + base_template
+    return AUDIO_PARTS_PREAMBLE.replace(AUDIO_TOKEN, audio_token) + base_template
 
 # --------------------------------------------------------------------------- audio loading
 def _read_file(source, name: str):
@@ -147,6 +147,8 @@ def _finish(array: np.ndarray, rate, name: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- processor
+# apply_chat_template arguments that belong to the processor call, not to the Jinja template.
+CALL_KWARGS = ("padding", "return_tensors", "truncation", "max_length")
 class SaladProcessor(ProcessorMixin):
     r"""
     Feature extractor (Whisper log-mel, or Mimi/Encodec waveform) + tokenizer with a dedicated `<|audio|>` token.
@@ -165,7 +167,11 @@ class SaladProcessor(ProcessorMixin):
         adapter_type: the model's adapter; its projector class gives the placeholder count of a chunk and the kind
             of its precomputed states. slot_states: read from processor configs saved before `adapter_type` was
             stored (True meant slot-shaped precomputed states).
+
+    Call defaults (`ProcessingKwargs` groups, overridable per call): text padded to the longest, PyTorch tensors.
     """
+
+    text_kwargs = {"padding": True, "return_tensors": "pt", "return_token_type_ids": False}
 
     def __init__(
         self,
@@ -307,75 +313,73 @@ class SaladProcessor(ProcessorMixin):
             "num_audio_tokens": tokens,
         }
 
-    # ---------------------------------------------------------------- main entry
-    def __call__(self, text=None, audio=None, sampling_rate=None, padding=True, return_tensors="pt", **kwargs):
+    # ---------------------------------------------------------------- ProcessorMixin.__call__ hooks
+    def __call__(self, text=None, audio=None, **kwargs):
         """Tokenize `text` (str or list) with each `<|audio|>` expanded for its clip in `audio` (one clip or a list,
-        in order of appearance across the batch). Returns input_ids, attention_mask[, input_features,
-        input_features_mask]."""
+        in order of appearance across the batch; anything `load_audio` reads, raw arrays with `sampling_rate`).
+        Returns input_ids, attention_mask[, input_features, input_features_mask]."""
         if text is None:
-            raise ValueError("SaladProcessor needs `text` (use '<|audio|>' where each clip goes).")
-        texts = [text] if isinstance(text, str) else list(text)
-        if not all(isinstance(t, str) for t in texts):
-            raise ValueError("`text` must be a string or a list of strings.")
-        clips = [] if audio is None else (list(audio) if isinstance(audio, (list, tuple)) else [audio])
-        num_placeholders = sum(t.count(self.audio_token) for t in texts)
-        if num_placeholders != len(clips):
-            raise ValueError(
-                f"The text holds {num_placeholders} {self.audio_token!r} placeholders but {len(clips)} audio clips "
-                "were given; pass one clip per placeholder."
-            )
+            raise ValueError(f"SaladProcessor needs `text` (use {self.audio_token!r} where each clip goes).")
         kwargs.pop("images", None)
         kwargs.pop("videos", None)
-        data = {}
-        if clips:
-            arrays = [load_audio(clip, sampling_rate, name=f"audio {i}") for i, clip in enumerate(clips)]
-            audio_inputs = self.extract_audio_features(arrays)
-            texts = self._expand(texts, audio_inputs.pop("num_audio_tokens"))
-            data.update(audio_inputs)
-        encoded = self.tokenizer(
-            texts, padding=padding, return_tensors=return_tensors, return_token_type_ids=False, **kwargs
-        )
-        data = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], **data}
-        if clips and return_tensors == "pt":
-            found = int((data["input_ids"] == self.audio_token_id).sum())
-            expected = sum(t.count(self.audio_token) for t in texts)
-            if found != expected:
-                raise ValueError(f"Tokenized text holds {found} audio placeholders, expected {expected} (truncated?).")
-        return BatchFeature(data=data, tensor_type=None)
+        return super().__call__(text=text, audio=audio, **kwargs)
 
-    def _expand(self, texts, counts):
-        counts = iter(counts)
-        expanded = []
-        for text in texts:
-            pieces = text.split(self.audio_token)
-            out = pieces[0]
-            for piece in pieces[1:]:
-                out += self.audio_token * next(counts) + piece
-            expanded.append(out)
-        return expanded
+    def prepare_inputs_layout(self, images=None, text=None, videos=None, audio=None, **kwargs):
+        """Text as a list; every clip read and resampled to 16 kHz mono by `load_audio` (named errors)."""
+        texts = [text] if isinstance(text, str) else list(text)
+        if audio is None:
+            return images, texts, videos, None
+        clips = list(audio) if isinstance(audio, (list, tuple)) else [audio]
+        rate = kwargs.get("sampling_rate", kwargs.get("audio_kwargs", {}).get("sampling_rate"))
+        return images, texts, videos, [load_audio(clip, rate, name=f"audio {i}") for i, clip in enumerate(clips)]
+
+    def validate_inputs(self, images=None, text=None, videos=None, audio=None, **kwargs):
+        if not all(isinstance(t, str) for t in text):
+            raise ValueError("`text` must be a string or a list of strings.")
+        num_placeholders = sum(t.count(self.audio_token) for t in text)
+        num_clips = len(audio or [])
+        if num_placeholders != num_clips:
+            raise ValueError(
+                f"The text holds {num_placeholders} {self.audio_token!r} placeholders but {num_clips} audio clips "
+                "were given; pass one clip per placeholder."
+            )
+
+    def _process_audio(self, audio, **kwargs):
+        """Chunk and extract the clips; each placeholder becomes its clip's embedding count of audio tokens."""
+        audio_inputs = self.extract_audio_features(audio)
+        replacements = [self.replace_audio_token(audio_inputs, index) for index in range(len(audio))]
+        return audio_inputs, replacements
+
+    def replace_audio_token(self, audio_inputs: dict, audio_idx: int, **kwargs) -> str:
+        return self.audio_token * audio_inputs["num_audio_tokens"][audio_idx]
+
+    @property
+    def unused_input_names(self) -> list[str]:
+        return ["num_audio_tokens"]
 
     # ---------------------------------------------------------------- chat
     def apply_chat_template(self, conversation, chat_template=None, add_generation_prompt=False, tokenize=False,
-                            sampling_rate=None, **kwargs):
+                            sampling_rate=None, processor_kwargs=None, return_dict=True, **kwargs):
         """Render conversation(s) whose message content is a string or a list of `{"type": "text", "text"}` and
         `{"type": "audio", "audio"|"path"|"array"(+"sampling_rate")}` parts. With `tokenize=True`, returns the
-        processor outputs with the clips loaded; otherwise the rendered text (audio parts become `<|audio|>`)."""
+        processor outputs with the clips loaded (`processor_kwargs`, `padding`, `return_tensors`, `truncation` and
+        `max_length` go to the processor call); otherwise the rendered text (audio parts become `<|audio|>`).
+        Other keyword arguments (e.g. `continue_final_message`) go to the template."""
         batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
         conversations = conversation if batched else [conversation]
-        texts, clips = [], []
+        call_kwargs = dict(processor_kwargs or {})
+        for name in CALL_KWARGS:
+            if name in kwargs:
+                call_kwargs[name] = kwargs.pop(name)
         template = chat_template or self.chat_template or self.tokenizer.chat_template or DEFAULT_CHAT_TEMPLATE
+        texts, clips = [], []
         for conv in conversations:
             flat = [self._flatten_message(message, clips) for message in conv]
-            texts.append(
-                self.tokenizer.apply_chat_template(
-                    flat, chat_template=template, add_generation_prompt=add_generation_prompt, tokenize=False,
-                    **{k: v for k, v in kwargs.items() if k not in ("return_tensors", "padding", "return_dict")},
-                )
-            )
+            texts.append(self.tokenizer.apply_chat_template(
+                flat, chat_template=template, add_generation_prompt=add_generation_prompt, tokenize=False, **kwargs))
         if not tokenize:
             return texts if batched else texts[0]
-        return self(text=texts, audio=clips or None, sampling_rate=sampling_rate,
-                    padding=kwargs.get("padding", True), return_tensors=kwargs.get("return_tensors", "pt"))
+        return self(text=texts, audio=clips or None, sampling_rate=sampling_rate, **call_kwargs)
 
     def _flatten_message(self, message, clips):
         content = message.get("content")

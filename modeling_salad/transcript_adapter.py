@@ -10,9 +10,9 @@ to a 135M LLM (measured; see benchmarks/RESULTS.md and runs/demo/REPORT.md), whi
 do. Distillation then trains the correction and the filler (and optionally the LLM) as in the paper.
 
 The slot count of a clip comes from its length alone (`ceil(encoder_frames / stack_factor)`), so the processor
-knows every placeholder count before the model runs; the precomputed form of a clip ("encoder states" for the
-trainer's and evaluator's caches) is already slot-shaped: `[slots, d_model + 1]`, the last channel holding the
-Whisper token id + 1 (0 = filler slot), exact in float32.
+knows every placeholder count before the model runs; its precomputed input (`precomputed_input = "slot_states"`,
+what the trainer's and evaluator's caches store) is slot-shaped: `[slots, d_model + 1]`, the last channel holding
+the Whisper token id + 1 (0 = filler slot), exact in float32.
 """
 
 import torch

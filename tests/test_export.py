@@ -30,7 +30,7 @@ def test_export_writes_model_processor_and_card(tmp_path, checkpoint):
         assert (out / name).exists(), name
     card = (out / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
-    assert front["library_name"] == "transformers" and front["pipeline_tag"] == "audio-text-to-text"
+    assert front["library_name"] == "transformers" and front["pipeline_tag"] == "any-to-any"
     assert front["base_model"] == ["tiny-llama"] and front["datasets"] == ["org/salad-synth"]
     assert "trust_remote_code=True" in card and "org/salad-tiny" in card
     assert "| general_knowledge | 40 | 45.0 | 45.0 | 30.0 | 40.0 | 15.0 |" in card

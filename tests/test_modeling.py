@@ -233,3 +233,33 @@ def test_build_salad_from_folders(tmp_path):
         add_generation_prompt=True, tokenize=True)
     with torch.no_grad():
         assert torch.isfinite(model(**inputs).logits).all()
+
+
+class _BoostToken:
+    """Logits processor adding a large constant to one token's score (a model that wants to write it)."""
+
+    def __init__(self, token_id):
+        self.token_id = token_id
+
+    def __call__(self, input_ids, scores):
+        scores[:, self.token_id] += 1e4
+        return scores
+
+
+@pytest.mark.parametrize("suppressed", [False, True], ids=["forced", "suppressed"])
+def test_generate_survives_an_emitted_audio_token(tmp_path, suppressed):
+    from transformers import LogitsProcessorList
+
+    model, processor = make_tiny_salad()
+    model.save_pretrained(tmp_path)
+    model = SaladForCausalLM.from_pretrained(tmp_path).eval()
+    audio_id = processor.audio_token_id
+    assert audio_id in model.generation_config.suppress_tokens  # saved with the checkpoint
+    if not suppressed:
+        model.generation_config.suppress_tokens = None
+    inputs = processor(text="say <|audio|>", audio=sine(0.5), sampling_rate=16000)
+    out = model.generate(**inputs, max_new_tokens=4, do_sample=False, logits_processor=LogitsProcessorList(
+        [_BoostToken(audio_id)]))
+    new = out[0, inputs["input_ids"].shape[1]:].tolist()
+    assert len(new) == 4
+    assert (audio_id not in new) if suppressed else new == [audio_id] * 4

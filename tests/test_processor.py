@@ -132,3 +132,24 @@ def test_saved_chat_template_renders_audio_parts_with_base_template(whisper_proc
     from modeling_salad import SaladProcessor
 
     assert SaladProcessor.from_pretrained(tmp_path).chat_template == whisper_processor.chat_template
+
+
+def test_audio_token_attributes_survive_save_and_load(whisper_processor, tmp_path):
+    from modeling_salad import SaladProcessor
+
+    assert whisper_processor.audio_token == "<|audio|>"
+    assert whisper_processor.audio_token_id == whisper_processor.tokenizer.convert_tokens_to_ids("<|audio|>")
+    whisper_processor.save_pretrained(tmp_path)
+    loaded = SaladProcessor.from_pretrained(tmp_path)
+    assert (loaded.audio_token, loaded.audio_token_id) == (whisper_processor.audio_token,
+                                                           whisper_processor.audio_token_id)
+    assert loaded.adapter_type == whisper_processor.adapter_type == "mlp"
+
+
+def test_call_defaults_come_from_processing_kwargs(whisper_processor):
+    out = whisper_processor(text=["a", "a longer one"])
+    assert isinstance(out["input_ids"], torch.Tensor) and "token_type_ids" not in out
+    as_lists = whisper_processor(text=["a", "a longer one"], return_tensors=None, padding=False)
+    assert isinstance(as_lists["input_ids"], list) and len(as_lists["input_ids"][0]) < len(as_lists["input_ids"][1])
+    with pytest.raises(ValueError, match="Mismatch in `audio` token count"):
+        whisper_processor(text="<|audio|>", audio=sine(1.0), sampling_rate=16000, truncation=True, max_length=3)

@@ -69,7 +69,8 @@ def test_a_new_adapter_type_is_one_class():
 
 
 def test_build_salad_reads_the_whisper_prompt_from_the_generation_config(tmp_path):
-    from transformers import GenerationConfig, LlamaForCausalLM, WhisperFeatureExtractor, WhisperForConditionalGeneration
+    from transformers import GenerationConfig, LlamaForCausalLM, WhisperFeatureExtractor
+    from transformers import WhisperForConditionalGeneration
 
     from modeling_salad import build_salad
 

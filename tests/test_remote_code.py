@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
 
 from conftest import make_tiny_salad, sine
@@ -39,6 +40,13 @@ LOADER = textwrap.dedent(
         result[name + "_class"] = type(model).__name__
         result[name + "_module"] = type(model).__module__
     result["generated"] = model.generate(**fresh, max_new_tokens=3, do_sample=False)
+    from transformers import pipeline
+
+    pipe = pipeline("any-to-any", model=folder, trust_remote_code=True)
+    chat = [{"role": "user", "content": [{"type": "audio", "path": folder + "/clip.wav"},
+                                         {"type": "text", "text": "?"}]}]
+    result["pipeline"] = pipe(text=chat, max_new_tokens=3, do_sample=False)[0]["generated_text"][-1]["content"]
+    result["pipeline_class"] = type(pipe.model).__module__
     torch.save(result, out)
     """
 )
@@ -68,6 +76,14 @@ def test_remote_code_round_trip(tmp_path, build):
         expected = model(**inputs).logits
         generated = model.generate(**inputs, max_new_tokens=3, do_sample=False)
     torch.save({**inputs, "text": text, "audio": [torch.from_numpy(a) for a in audio]}, folder / "inputs.pt")
+    sf.write(folder / "clip.wav", audio[0], 16000)
+    chat = [{"role": "user", "content": [{"type": "audio", "path": str(folder / "clip.wav")},
+                                         {"type": "text", "text": "?"}]}]
+    chat_inputs = processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=True)
+    with torch.no_grad():
+        answer_ids = model.generate(**chat_inputs, max_new_tokens=3, do_sample=False)
+    answer_ids = answer_ids[0, chat_inputs["input_ids"].shape[1]:]
+    answer = processor.tokenizer.decode(answer_ids, skip_special_tokens=True)
     script = tmp_path / "load.py"
     script.write_text(LOADER)
     workdir = tmp_path / "elsewhere"
@@ -84,3 +100,4 @@ def test_remote_code_round_trip(tmp_path, build):
         assert result[name + "_module"].startswith("transformers_modules"), result[name + "_module"]
         torch.testing.assert_close(result[name], expected)
     assert torch.equal(result["generated"], generated)
+    assert result["pipeline"] == answer and result["pipeline_class"].startswith("transformers_modules")
