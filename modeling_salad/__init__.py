@@ -1,8 +1,8 @@
 """SALAD: speech understanding for a text LLM (frozen speech encoder -> adapter -> LLM).
 
 The flat files `configuration_salad.py`, `modeling_salad.py`, `processing_salad.py`, `projectors.py` (the adapter
-registry), `transcript_adapter.py` and `audio_encoder.py` are the Hub remote code copied next to every saved
-checkpoint; `builder.py` assembles a new model from pretrained parts.
+registry), `transcript_adapter.py`, `posterior_adapter.py` and `audio_encoder.py` are the Hub remote code copied
+next to every saved checkpoint; `builder.py` assembles a new model from pretrained parts.
 """
 
 from .audio_encoder import SaladWhisperEncoder

@@ -8,8 +8,8 @@ import-time side effects.
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from .projectors import projector_class
 from .posterior_adapter import SaladPosteriorProjector  # noqa: F401  (registers adapter_type="posterior")
+from .projectors import projector_class
 from .transcript_adapter import SaladTranscriptProjector  # noqa: F401  (registers adapter_type="transcript")
 
 AUDIO_PADDING_MODES = ("window", "none")

@@ -242,6 +242,7 @@ def test_remote_code_round_trip_in_isolated_subprocess(tmp_path):
     import subprocess
     import sys
 
+    import soundfile
     from test_remote_code import LOADER
 
     model, processor = tiny_model(posterior_temperature=0.9)
@@ -254,9 +255,7 @@ def test_remote_code_round_trip_in_isolated_subprocess(tmp_path):
         expected = model(**inputs).logits
         generated = model.generate(**inputs, max_new_tokens=3, do_sample=False)
     torch.save({**inputs, "text": text, "audio": [torch.from_numpy(a) for a in audio]}, folder / "inputs.pt")
-    import soundfile as sf
-
-    sf.write(folder / "clip.wav", audio[0], 16000)  # the loader also answers a chat through pipeline("any-to-any")
+    soundfile.write(folder / "clip.wav", audio[0], 16000)  # the loader also runs the any-to-any pipeline on it
     script = tmp_path / "load.py"
     script.write_text(LOADER)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
