@@ -121,6 +121,7 @@ class SaladPosteriorProjector(SaladProjector):
 
     adapter_type = "posterior"
     precomputed_input = "slot_states"
+    precompute_uses_own_weights = True  # the greedy transcript comes from the projector's own (trainable) decoder
 
     def __init__(self, config):
         super().__init__()

@@ -77,6 +77,9 @@ class SaladProjector(nn.Module):
 
     adapter_type: ClassVar[str]
     precomputed_input: ClassVar[str] = "encoder_frames"
+    # True when `precompute` runs this projector's own (trainable) weights, so cached precomputed inputs go stale
+    # whenever the projector trains.
+    precompute_uses_own_weights: ClassVar[bool] = False
 
     # ------------------------------------------------------------ what the config and the processor ask
     @classmethod

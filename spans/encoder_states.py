@@ -92,6 +92,9 @@ def encoder_identity(model, processor) -> str:
         "adapter": (getattr(config, "adapter_type", None), getattr(config, "stack_factor", None),
                     getattr(config, "transcript_prompt_ids", None)),
     }
+    projector = getattr(model, "multi_modal_projector", None)
+    if getattr(projector, "precompute_uses_own_weights", False):
+        parts["projector_weights"] = weights_digest(projector)
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 

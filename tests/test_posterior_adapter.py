@@ -291,3 +291,24 @@ def test_trainer_collator_takes_cached_posterior_states_and_trains_the_decoder()
     logits.float().pow(2).mean().backward()
     grad = model.multi_modal_projector.decoder.layers[0].fc2.weight.grad
     assert grad is not None and grad.abs().sum() > 0
+
+
+def test_cached_posterior_states_go_stale_when_the_decoder_trains():
+    from spans import encoder_identity
+
+    model, processor = tiny_model(posterior_temperature=1.0)
+    before = encoder_identity(model, processor)
+    with torch.no_grad():
+        next(model.multi_modal_projector.decoder.parameters()).add_(0.5)
+    assert encoder_identity(model, processor) != before
+
+
+def test_a_frame_adapter_training_keeps_its_cached_encoder_states():
+    from conftest import make_tiny_salad
+    from spans import encoder_identity
+
+    model, processor = make_tiny_salad(adapter_type="mlp")
+    before = encoder_identity(model, processor)
+    with torch.no_grad():
+        next(model.multi_modal_projector.parameters()).add_(0.5)
+    assert encoder_identity(model, processor) == before
