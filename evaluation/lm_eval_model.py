@@ -41,7 +41,9 @@ import lm_eval.models  # noqa: F401  (lm-eval's own models: it fills its registr
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 
-from .audio import EncoderCache, SpokenQuestions
+from spans import EncoderStatesCache
+
+from .audio import SpokenQuestions, speech_inputs
 from .loading import load_salad
 from .scorer import expand_audio_placeholder, model_context_length, score_continuations
 
@@ -113,7 +115,7 @@ class SaladLM(TemplateLM):
         self.tokenizer = self.processor.tokenizer
         self.max_length = model_context_length(self.model, self.tokenizer, max_length)
         self.spoken = SpokenQuestions(str(tts), tts_cache) if mode == "speech" else None
-        self.encoder_cache = EncoderCache()
+        self.encoder_cache = EncoderStatesCache()
 
     @property
     def device(self) -> torch.device:
@@ -143,7 +145,7 @@ class SaladLM(TemplateLM):
         parts = split_spoken_context(context, self.delimiter)
         item = {"id": parts.spoken, "question": parts.spoken}
         key = self.spoken.clip_key(item)
-        audio = self.encoder_cache.get(key, self.spoken.clip(item), self.model, self.processor)
+        audio = speech_inputs(self.encoder_cache, self.spoken.clip(item), self.model, self.processor)
         return parts.prompt(self.processor.audio_token), audio, key
 
     def _expand(self, ids: list[int], audio: dict) -> list[int]:
