@@ -67,6 +67,12 @@ CASES = {
                    lambda r, t: ["--preset", "huge", "--output", t / "demo"]),
     "salad-train": (lambda r, t: [*TRAIN, "--output_dir", t / "o"],
                     lambda r, t: [*TRAIN, "--tiny_random", "false", "--output_dir", t / "o"]),
+    # a successful salad-app serves until stopped and a successful lm-eval run needs a task: their real runs are the
+    # subprocess tests in test_app_browser.py and test_lm_eval_model.py; here, the parser and a refused model
+    "salad-app": (lambda r, t: ["--help"], lambda r, t: ["--model", r / "missing"]),
+    "salad-lm-eval": (lambda r, t: ["--help"],
+                      lambda r, t: ["--model", "salad", "--model_args", f"pretrained={r / 'missing'}",
+                                    "--tasks", "nonexistent_task"]),
 }
 
 
