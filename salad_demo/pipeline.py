@@ -139,10 +139,15 @@ class DemoPipeline:
 
     @staticmethod
     def load_model(path):
-        from modeling_salad.loading import load_salad
+        from modeling_salad.loading import UntrustedCodeError, load_salad
 
         # The demo's own folders hold the installed modeling_salad's code: the sha256 rule allows it, no flag.
-        model, processor = load_salad(path)
+        try:
+            model, processor = load_salad(path)
+        except UntrustedCodeError as error:
+            raise UntrustedCodeError(f"{error}\nA demo folder saved before modeling_salad changed is rebuilt with "
+                                     "`salad-demo --force salad_init` (later stages are redone; caches are kept).") \
+                from None
         return model.eval(), processor
 
     def voice_pool(self):
