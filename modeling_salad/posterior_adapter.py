@@ -26,7 +26,8 @@ from transformers import AutoModel, AutoTokenizer
 from transformers.models.whisper.modeling_whisper import WhisperDecoder
 
 from .projectors import SaladProjector, register_projector
-from .transcript_adapter import greedy_decode_slots, transcript_slots, vocabulary_bridge, whisper_transcribe_prompt
+from .transcript_adapter import (bridge_embeddings, greedy_decode_slots, transcript_slots, vocabulary_bridge,
+                                 whisper_transcribe_prompt)
 
 POSTERIOR_PIECE_MODES = ("mean", "first")
 WHISPER_WINDOW_FRAMES = 1500  # encoder frames of Whisper's 30 s window (every released Whisper)
@@ -80,16 +81,6 @@ def top_k_posterior(logits: torch.Tensor, temperature: torch.Tensor, top_k: int)
         return torch.softmax(logits / temperature, dim=-1), candidates
     top = logits.topk(top_k, dim=-1)
     return torch.softmax(top.values / temperature, dim=-1), top.indices
-
-
-def bridge_embeddings(token_ids: torch.Tensor, bridge_ids: torch.Tensor, bridge_counts: torch.Tensor,
-                      text_embeddings: nn.Module) -> torch.Tensor:
-    """`[...]` Whisper ids -> `[..., H]`: the mean LLM embedding of each token's bridged pieces (0 when none)."""
-    pieces = bridge_ids[token_ids]
-    counts = bridge_counts[token_ids]
-    keep = torch.arange(pieces.shape[-1], device=pieces.device) < counts[..., None]
-    embedded = text_embeddings(pieces) * keep[..., None].to(text_embeddings.weight.dtype)
-    return embedded.sum(-2) / counts.clamp(min=1)[..., None].to(embedded.dtype)
 
 
 def bridge_matrix(bridge_ids: torch.Tensor, bridge_counts: torch.Tensor, num_tokens: int, llm_vocab: int):

@@ -90,6 +90,16 @@ def whisper_transcribe_prompt(audio_encoder_path: str) -> list[int]:
     return tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|notimestamps|>"])
 
 
+def bridge_embeddings(token_ids: torch.Tensor, bridge_ids: torch.Tensor, bridge_counts: torch.Tensor,
+                      text_embeddings: nn.Module) -> torch.Tensor:
+    """`[...]` Whisper ids -> `[..., H]`: the mean LLM embedding of each token's bridged pieces (0 when none)."""
+    pieces = bridge_ids[token_ids]
+    counts = bridge_counts[token_ids]
+    keep = torch.arange(pieces.shape[-1], device=pieces.device) < counts[..., None]
+    embedded = text_embeddings(pieces) * keep[..., None].to(text_embeddings.weight.dtype)
+    return embedded.sum(-2) / counts.clamp(min=1)[..., None].to(embedded.dtype)
+
+
 def vocabulary_bridge(whisper_tokenizer, llm_tokenizer, vocab_size: int, max_pieces: int = 4):
     """For every Whisper token id: the LLM token ids of its text (at most `max_pieces`) and their count.
 
@@ -189,12 +199,7 @@ class SaladTranscriptProjector(SaladProjector):
         return self(states, slot_mask, text_embeddings)[slot_mask]
 
     def bridge_embeddings(self, token_ids: torch.Tensor, text_embeddings: nn.Module) -> torch.Tensor:
-        safe = token_ids.clamp(min=0)
-        pieces = self.bridge_ids[safe]
-        counts = self.bridge_counts[safe]
-        keep = torch.arange(pieces.shape[-1], device=pieces.device) < counts[..., None]
-        embedded = text_embeddings(pieces) * keep[..., None].to(text_embeddings.weight.dtype)
-        return embedded.sum(-2) / counts.clamp(min=1)[..., None].to(embedded.dtype)
+        return bridge_embeddings(token_ids.clamp(min=0), self.bridge_ids, self.bridge_counts, text_embeddings)
 
     def forward(self, slot_states: torch.Tensor, slot_mask: torch.Tensor, text_embeddings: nn.Module) -> torch.Tensor:
         """slot_states `[N, S, D + 1]` (float32), slot_mask `[N, S]` -> embeddings `[N, S, H]`."""
