@@ -409,12 +409,7 @@ def train_step(batch: Batch, student, teacher, step_module, optimizer, args, tim
     with timer.phase("loss"):
         loss = distillation_loss(s_logits, t_logits, chunk_size=args.kd_chunk or None,
                                  num_items_in_batch=batch.stats["kd"])
-    with timer.phase("backward"):
-        loss.backward()
-    with timer.phase("optimizer"):
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return float(loss.detach())
+    return backward_and_step(loss, optimizer, timer)
 
 
 def fused_train_step(batch: Batch, student, teacher, step_module, optimizer, args, timer: PhaseTimer):
@@ -436,6 +431,10 @@ def fused_train_step(batch: Batch, student, teacher, step_module, optimizer, arg
     with timer.phase("student_fwd+loss"), autocast:
         loss = step_module(s["input_ids"], states, states_mask, s["kd_index"], s.get("attention_mask"),
                            s.get("position_ids"), kd=kd)
+    return backward_and_step(loss, optimizer, timer)
+
+
+def backward_and_step(loss, optimizer, timer: PhaseTimer) -> float:
     with timer.phase("backward"):
         loss.backward()
     with timer.phase("optimizer"):
