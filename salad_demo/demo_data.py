@@ -131,8 +131,12 @@ def eval_items(task: str, count: int, max_question_words: int, seed: int = 0) ->
 
 
 def pool_exclusions(eval_tasks) -> list[str]:
-    """Task names the broad Stage II pool leaves out: evaluation tasks and the narrative (Stage I) tasks."""
-    return sorted(set(eval_tasks) | set(NARRATIVE_TASKS) | set(NARRATIVE_RELATED))
+    """Task names the broad Stage II pool leaves out: evaluation tasks and the narrative (Stage I) tasks.
+
+    A subtask's parent goes too ("arithmetic/1_digit_multiplication" -> "arithmetic"): sibling subtasks share its
+    question template, so their texts would rehearse the held-out questions."""
+    parents = {task.split("/")[0] for task in eval_tasks if "/" in task}
+    return sorted(set(eval_tasks) | parents | set(NARRATIVE_TASKS) | set(NARRATIVE_RELATED))
 
 
 def write_jsonl(rows, path: Path) -> Path:
