@@ -9,6 +9,8 @@ Per run against the first one (the reference A), on the chosen mode (default spe
   the discordant counts (gained: B right where A was wrong; lost: the reverse) and McNemar's exact p-value;
 * the mean choice KL from the base LLM's text distribution to the run's distribution in that mode
   (KL(p_text ‖ p_mode), the paper's misalignment measured on the evaluation items) and its paired difference.
+`compare_sides` is one such comparison between two (run, mode) sides whose modes may differ, e.g. a model's
+speech against the ASR cascade's answers.
 
 `gap_by_cascade_bucket` is the robustness view: the text-speech gap on the items where the ASR cascade answers
 correctly vs the ones where it does not (or any other per-item bucketing, e.g. transcript WER bands).
@@ -134,11 +136,7 @@ def compare_runs(runs: Sequence[str | Path], labels: Sequence[str] | None = None
     "kl_a", "kl_b", "kl_diff", "kl_diff_ci"}]}; KL fields are None when a run has no base_text scores."""
     if len(runs) < 2:
         raise ValueError("compare needs at least two runs")
-    labels = list(labels) if labels else [Path(r).name for r in runs]
-    if len(labels) != len(runs) or len(set(labels)) != len(labels):
-        raise ValueError(f"need one distinct label per run, got {labels} for {len(runs)} runs")
-    loaded = {label: load_predictions(run) for label, run in zip(labels, runs)}
-    keys = check_same_items(loaded)
+    labels, loaded, keys = _load_labelled(runs, labels)
     per_item = {label: _per_item(records, keys, mode, label) for label, records in loaded.items()}
     summary = [{"label": label, "path": str(run), "acc": float(100.0 * per_item[label][0].mean()),
                 "kl": _mean_or_none(per_item[label][1])} for label, run in zip(labels, runs)]
@@ -147,6 +145,38 @@ def compare_runs(runs: Sequence[str | Path], labels: Sequence[str] | None = None
                    for label in labels[1:]]
     return {"mode": mode, "n": len(keys), "num_resamples": num_resamples, "seed": seed, "runs": summary,
             "comparisons": comparisons}
+
+
+def compare_sides(a: tuple[str | Path, str], b: tuple[str | Path, str], labels: Sequence[str] | None = None,
+                  num_resamples: int = 10_000, seed: int = 0) -> dict:
+    """One paired comparison of two (run, mode) sides on the same items, where the modes may differ (e.g. the
+    ASR cascade of one run against the speech mode of another): `compare_runs`'s comparison row (KL of each side
+    in its own mode) plus "mode_a", "mode_b", "num_resamples" and "seed"."""
+    (run_a, mode_a), (run_b, mode_b) = a, b
+    labels = labels or [f"{Path(run_a).name}:{mode_a}", f"{Path(run_b).name}:{mode_b}"]
+    labels, loaded, keys = _load_labelled([run_a, run_b], labels)
+    per_a = _per_item(loaded[labels[0]], keys, mode_a, labels[0])
+    per_b = _per_item(loaded[labels[1]], keys, mode_b, labels[1])
+    return {**_compare_pair(labels[0], labels[1], per_a, per_b, num_resamples, seed), "mode_a": mode_a,
+            "mode_b": mode_b, "num_resamples": num_resamples, "seed": seed}
+
+
+def choice_kl_by_benchmark(run: str | Path, mode: str = "speech") -> dict[str, float | None]:
+    """{benchmark: mean choice KL(base text ‖ mode) over its items} of one run (None without base_text scores)."""
+    records = load_predictions(run)
+    out = {}
+    for benchmark in sorted({b for b, _ in records}):
+        keys = sorted(k for k in records if k[0] == benchmark)
+        out[benchmark] = _mean_or_none(_per_item(records, keys, mode, str(run))[1])
+    return out
+
+
+def _load_labelled(runs: Sequence[str | Path], labels: Sequence[str] | None):
+    labels = list(labels) if labels else [Path(r).name for r in runs]
+    if len(labels) != len(runs) or len(set(labels)) != len(labels):
+        raise ValueError(f"need one distinct label per run, got {labels} for {len(runs)} runs")
+    loaded = {label: load_predictions(run) for label, run in zip(labels, runs)}
+    return labels, loaded, check_same_items(loaded)
 
 
 def _mean_or_none(values: np.ndarray) -> float | None:
@@ -164,19 +194,24 @@ def _compare_pair(a_label, b_label, a, b, num_resamples, seed) -> dict:
 
 def comparison_markdown(result: dict) -> str:
     """Markdown table of `compare_runs` output."""
+    caption = (f"Paired comparison on the same {result['n']} items, mode `{result['mode']}`; intervals: paired "
+               f"bootstrap, {result['num_resamples']} resamples, 95 %; KL = mean KL(base text ‖ {result['mode']}) "
+               "of the choice distributions (nats).")
+    return "\n".join([caption, "", *comparison_table(result["comparisons"])]) + "\n"
+
+
+def comparison_table(comparisons: Sequence[dict]) -> list[str]:
+    """The markdown table lines (header included) of comparison rows (`compare_runs` / `compare_sides`)."""
     fmt = lambda v, d=3: "–" if v is None else f"{v:.{d}f}"
-    lines = [f"Paired comparison on the same {result['n']} items, mode `{result['mode']}`; intervals: paired "
-             f"bootstrap, {result['num_resamples']} resamples, 95 %; KL = mean KL(base text ‖ {result['mode']}) "
-             "of the choice distributions (nats).", "",
-             "| A → B | acc A | acc B | B − A [95 % CI] | gained / lost | McNemar p | KL A | KL B | "
+    lines = ["| A → B | acc A | acc B | B − A [95 % CI] | gained / lost | McNemar p | KL A | KL B | "
              "KL B − A [95 % CI] |", "|---|---|---|---|---|---|---|---|---|"]
-    for c in result["comparisons"]:
+    for c in comparisons:
         kl_ci = "" if c["kl_diff_ci"] is None else f" [{c['kl_diff_ci'][0]:+.3f}, {c['kl_diff_ci'][1]:+.3f}]"
         lines.append(f"| {c['a']} → {c['b']} | {c['acc_a']:.1f} | {c['acc_b']:.1f} | {c['acc_diff']:+.1f} "
                      f"[{c['acc_diff_ci'][0]:+.1f}, {c['acc_diff_ci'][1]:+.1f}] | {c['gained']} / {c['lost']} | "
                      f"{c['mcnemar_p']:.3g} | {fmt(c['kl_a'])} | {fmt(c['kl_b'])} | "
                      f"{'–' if c['kl_diff'] is None else format(c['kl_diff'], '+.3f')}{kl_ci} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 # ------------------------------------------------------------------------------------------------ robustness

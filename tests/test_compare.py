@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluation.compare import (choice_kl, compare_runs, comparison_markdown, gap_by_cascade_bucket, load_predictions,
-                                mcnemar_exact_p, paired_accuracy, paired_bootstrap_diff, wer_bucket)
+from evaluation.compare import (choice_kl, choice_kl_by_benchmark, compare_runs, compare_sides, comparison_markdown,
+                                gap_by_cascade_bucket, load_predictions, mcnemar_exact_p, paired_accuracy,
+                                paired_bootstrap_diff, wer_bucket)
 
 REPO = Path(__file__).resolve().parents[1]
 LN = math.log
@@ -100,6 +101,29 @@ def test_compare_names_item_mismatch(tmp_path):
         compare_runs([a])
     with pytest.raises(ValueError, match="no 'cascade' scores"):
         compare_runs([a, a], labels=["x", "y"], mode="cascade")
+
+
+def test_compare_sides_pairs_two_modes_and_matches_compare_runs_on_one(tmp_path):
+    # speech of b right on q0, q1, q2; the cascade of a right on q0, q3 -> b gains q1, q2 and loses q3
+    a = write_run(tmp_path / "a", [False] * 4, cascade=[True, False, False, True])
+    b = write_run(tmp_path / "b", [True, True, True, False], {0: [LN(0.9), LN(0.1)]})
+    row = compare_sides((a, "cascade"), (b, "speech"), ["cascade", "model"], num_resamples=500, seed=1)
+    assert (row["a"], row["b"], row["mode_a"], row["mode_b"]) == ("cascade", "model", "cascade", "speech")
+    assert (row["acc_a"], row["acc_b"], row["gained"], row["lost"]) == (50.0, 75.0, 2, 1)
+    assert row["kl_a"] == 0.0 and row["kl_b"] == pytest.approx(0.5 * LN(25 / 9) / 4)
+    same = compare_sides((a, "speech"), (b, "speech"), ["a", "b"], num_resamples=500, seed=1)
+    (reference,) = compare_runs([a, b], num_resamples=500, seed=1)["comparisons"]
+    assert {k: same[k] for k in reference} == reference
+    assert compare_sides((a, "cascade"), (a, "speech"), num_resamples=10)["a"] == "a:cascade"
+    with pytest.raises(ValueError, match="no 'cascade' scores"):
+        compare_sides((b, "cascade"), (a, "speech"))
+
+
+def test_choice_kl_by_benchmark(tmp_path):
+    run = write_run(tmp_path / "r", [True, True], {1: [LN(0.9), LN(0.1)]}, task="t1")
+    write_run(tmp_path / "other", [True], task="t2")
+    (tmp_path / "other" / "predictions" / "t2.jsonl").rename(run / "predictions" / "t2.jsonl")
+    assert choice_kl_by_benchmark(run) == pytest.approx({"t1": 0.5 * LN(25 / 9) / 2, "t2": 0.0})
 
 
 def test_gap_by_cascade_bucket_by_hand(tmp_path):
