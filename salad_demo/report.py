@@ -1,16 +1,19 @@
 """The demo's report: OUT/results.json (every number), OUT/REPORT.md (tables + plots) and OUT/plots/*.png.
 
-`collect_results(pipeline)` gathers the finished stages' records into one dict; `write_report(results, out)`
-renders it and is a pure function of that dict (tests render a fixture).
+`collect_results(pipeline)` gathers the finished stages' records into one dict, with the paired comparisons of the
+models on each voice's held-out items (from the prediction folders the evaluations wrote) and the goal verdicts;
+`write_report(results, out)` renders it and is a pure function of that dict (tests render a fixture).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
 
+from evaluation.compare import choice_kl_by_benchmark, compare_sides, comparison_table
 from spans import atomic_write_text, atomic_writer
 
 from .presets import RECIPE_NOTES, TRAINABLE, TRAINABLE_NOTES, TRAINABLE_WHY
@@ -20,7 +23,14 @@ EVAL_STAGES = ((REFERENCE, "eval_reference"), ("salad-init", "eval_init"), ("sta
                ("stage II active", "eval_stage2_active"), ("stage II uniform", "eval_stage2_uniform"))
 TRAIN_STAGES = (("stage I", "stage1"), ("stage II active", "stage2_active"), ("stage II uniform", "stage2_uniform"))
 SUMMARY_KEYS = ("base_text_acc", "text_acc", "speech_acc", "cascade_acc", "gap", "chance_acc", "n", "agreement",
-                "choice_tv")
+                "choice_tv", "choice_kl")
+VOICES = ("seen", "unseen")
+TRAINED = ("stage I", "stage II active", "stage II uniform")
+CASCADE = "ASR cascade"  # Whisper transcript -> base LLM, from salad-init's evaluation (the same for every model)
+# (A, B) pairs on the same items, B − A; uniform → active is the selection's effect at an equal budget
+PAIRS = (("salad-init", "stage I"), ("stage I", "stage II active"), ("stage I", "stage II uniform"),
+         ("stage II uniform", "stage II active"), *((CASCADE, model) for model in ("salad-init", *TRAINED)))
+DEMO_BUDGET_MINUTES = 45
 CURVE_KEYS = ("kd_loss", "misalignment", "forgetting")
 
 
@@ -50,45 +60,118 @@ def summary_rows(evaluations: dict) -> list[dict]:
     return rows
 
 
-def _average_over_voices(summary: list[dict], stage: str, key: str) -> float | None:
-    values = [r[key] for r in summary if r["stage"] == stage and r.get(key) is not None]
-    return sum(values) / len(values) if values else None
+def _pair(results: dict, voice: str, a: str, b: str) -> dict | None:
+    return next((r for r in (results.get("paired") or {}).get(voice, []) if (r["a"], r["b"]) == (a, b)), None)
 
 
-def goal_checks(summary: list[dict]) -> list[dict]:
-    """The demo's four goals, each with the numbers it rests on and whether it is met (None: not measured).
+def _diff_text(row: dict, difference: str) -> str:
+    low, high = row["acc_diff_ci"]
+    return (f"{difference} {row['acc_diff']:+.1f} [{low:+.1f}, {high:+.1f}] points, gained / lost {row['gained']} / "
+            f"{row['lost']}, McNemar p {row['mcnemar_p']:.3g}")
 
-    Gaps and accuracies are averaged over the two eval voices; the "initial gap" is the naive reference's (an
-    untrained adapter on encoder frames), with salad-init's (the untrained transcript adapter) reported beside it.
-    """
-    avg = lambda stage, key: _average_over_voices(summary, stage, key)
-    checks = []
-    gap_naive, gap_init, gap_s1 = avg(REFERENCE, "gap"), avg("salad-init", "gap"), avg("stage I", "gap")
-    closed = gap_closed(gap_naive, gap_s1)
-    checks.append({"goal": "Stage I closes at least half of the initial gap (naive reference)",
-                   "value": f"gap {_fmt(gap_naive)} → {_fmt(gap_s1)} points ({_fmt(closed)} % closed; "
-                            f"salad-init's gap {_fmt(gap_init)})",
-                   "met": None if closed is None else closed >= 50.0})
-    active, uniform = avg("stage II active", "speech_acc"), avg("stage II uniform", "speech_acc")
-    checks.append({"goal": "Stage II active ≥ uniform at the same budget",
-                   "value": f"speech {_fmt(active)} vs {_fmt(uniform)} %",
-                   "met": None if active is None or uniform is None else active >= uniform})
-    drops = [r["base_text_acc"] - r["text_acc"] for r in summary
-             if r["stage"] != REFERENCE and r.get("text_acc") is not None and r.get("base_text_acc") is not None]
-    checks.append({"goal": "text accuracy within 1 point of the base model",
-                   "value": f"largest drop {_fmt(max(drops) if drops else None)} points",
-                   "met": None if not drops else max(drops) <= 1.0})
-    trained = [stage for stage in ("stage I", "stage II active", "stage II uniform")
-               if any(r["stage"] == stage for r in summary)]
+
+def goal_checks(results: dict) -> list[dict]:
+    """The issue's goals, each with the numbers it rests on and whether it is met (None: not measured).
+
+    Paired goals use `results["paired"]` (items pooled over the tasks); the text and unseen-voice goals use the
+    summary's task averages."""
+    summary = results.get("summary", [])
+    return [*(_goal_stage1_above_init(results, v) for v in VOICES), _goal_cascade(results),
+            *(_goal_kl_halved(results, v) for v in VOICES), *(_goal_active(results, v) for v in VOICES),
+            _goal_text(summary), _goal_unseen(summary), _goal_time(results.get("stages", []))]
+
+
+def _goal_stage1_above_init(results: dict, voice: str) -> dict:
+    row = _pair(results, voice, "salad-init", "stage I")
+    value = "–" if row is None else \
+        f"speech {row['acc_a']:.1f} → {row['acc_b']:.1f} %, {_diff_text(row, 'stage I − salad-init')}"
+    return {"goal": f"Stage I speech accuracy above salad-init (paired 95 % interval above 0), {voice} voice",
+            "value": value, "met": None if row is None else row["acc_diff_ci"][0] > 0}
+
+
+def final_model(results: dict) -> tuple[str | None, str]:
+    """(label, why) of the model the cascade goal judges: the exported Stage II model, else the trained model
+    with the best mean paired speech accuracy among those evaluated."""
+    best = (results.get("export") or {}).get("best_stage2")
+    if best:
+        return f"stage II {best}", "the exported model"
+    scores = {}
+    for model in TRAINED:
+        rows = [_pair(results, v, CASCADE, model) for v in VOICES]
+        if all(rows):
+            scores[model] = sum(r["acc_b"] for r in rows) / len(rows)
+    if not scores:
+        return None, ""
+    return max(scores, key=scores.get), "the best trained model evaluated (no export yet)"
+
+
+def _goal_cascade(results: dict) -> dict:
+    model, why = final_model(results)
+    rows = {v: _pair(results, v, CASCADE, model) for v in VOICES} if model else {}
+    measured = bool(rows) and all(rows.values())
+    parts = [f"{v}: speech {r['acc_b']:.1f} vs cascade {r['acc_a']:.1f} %, {_diff_text(r, 'speech − cascade')}"
+             for v, r in rows.items() if r]
+    others = [f"{m} {v} {r['acc_diff']:+.1f}" for m in TRAINED if m != model for v in VOICES
+              if (r := _pair(results, v, CASCADE, m))]
+    value = f"{model} ({why}) — " + "; ".join(parts) if parts else "–"
+    if others:
+        value += f" (others, speech − cascade: {', '.join(others)})"
+    return {"goal": "speech accuracy at or above the ASR cascade on every voice", "value": value,
+            "met": all(r["acc_diff"] >= 0 for r in rows.values()) if measured else None}
+
+
+def _goal_kl_halved(results: dict, voice: str) -> dict:
+    row = _pair(results, voice, "salad-init", "stage I")
+    measured = row is not None and row["kl_a"] is not None and row["kl_b"] is not None
+    value = "–"
+    if measured:
+        low, high = row["kl_diff_ci"]
+        ratio = f"{row['kl_b'] / row['kl_a']:.2f}× salad-init's" if row["kl_a"] > 0 else "salad-init's is 0"
+        value = (f"KL {row['kl_a']:.3f} → {row['kl_b']:.3f} nats ({ratio}; B − A {row['kl_diff']:+.3f} "
+                 f"[{low:+.3f}, {high:+.3f}])")
+    return {"goal": f"Stage I at least halves salad-init's choice KL(base text ‖ speech), {voice} voice",
+            "value": value, "met": row["kl_b"] <= 0.5 * row["kl_a"] if measured else None}
+
+
+def _goal_active(results: dict, voice: str) -> dict:
+    row = _pair(results, voice, "stage II uniform", "stage II active")
+    value = "–" if row is None else \
+        f"speech {row['acc_b']:.1f} vs {row['acc_a']:.1f} %, {_diff_text(row, 'active − uniform')}"
+    return {"goal": f"Stage II active ≥ uniform at the same budget, {voice} voice", "value": value,
+            "met": None if row is None else row["acc_diff"] >= 0}
+
+
+def _goal_text(summary: list[dict]) -> dict:
+    drops = {}
+    for r in summary:
+        if r["stage"] in TRAINED and r.get("text_acc") is not None and r.get("base_text_acc") is not None:
+            drops[r["stage"]] = max(drops.get(r["stage"], -math.inf), r["base_text_acc"] - r["text_acc"])
+    worst = max(drops, key=drops.get) if drops else None
+    value = f"largest drop {drops[worst]:.1f} points ({worst})" if drops else "–"
+    return {"goal": "text accuracy within 1 point of the base LLM (every trained model)", "value": value,
+            "met": None if not drops else drops[worst] <= 1.0}
+
+
+def _goal_unseen(summary: list[dict]) -> dict:
     losses = {}
-    for stage in trained:
+    for stage in TRAINED:
         by_voice = {r["voice"]: r.get("speech_acc") for r in summary if r["stage"] == stage}
         if by_voice.get("seen") is not None and by_voice.get("unseen") is not None:
             losses[stage] = by_voice["seen"] - by_voice["unseen"]
-    checks.append({"goal": "unseen voice at most 3 points below the training voices",
-                   "value": ", ".join(f"{stage}: {_fmt(loss)}" for stage, loss in losses.items()) or "–",
-                   "met": None if not losses else max(losses.values()) <= 3.0})
-    return checks
+    return {"goal": "unseen voice at most 3 points below the seen one (every trained model)",
+            "value": ", ".join(f"{stage}: {_fmt(loss)}" for stage, loss in losses.items()) or "–",
+            "met": None if not losses else max(losses.values()) <= 3.0}
+
+
+def _goal_time(stages: list[dict]) -> dict:
+    from .pipeline import STAGES
+
+    # the stage records are the run's clock; a total is only meaningful once every stage before the report ran
+    complete = set(STAGES) - {"report"} <= {t["stage"] for t in stages}
+    minutes = sum(t["seconds"] for t in stages if t["stage"] != "report") / 60.0 if complete else None
+    value = "not every stage has run" if minutes is None else f"{minutes:.1f} min (sum of the stage times)"
+    return {"goal": f"make demo within {DEMO_BUDGET_MINUTES} minutes", "value": value,
+            "met": None if minutes is None else minutes <= DEMO_BUDGET_MINUTES}
 
 
 def training_curves(history: list[dict], step_offset: int = 0) -> dict[str, list[tuple[int, float]]]:
@@ -102,19 +185,45 @@ def training_curves(history: list[dict], step_offset: int = 0) -> dict[str, list
     return curves
 
 
-def collect_results(pipeline) -> dict:
-    """Everything the run measured, from the stage records (stages not run yet are simply absent)."""
-    runner, p = pipeline.runner, pipeline.preset
+def mean_choice_kl(folder) -> float | None:
+    """Mean choice KL(base text ‖ speech) of one evaluation, unweighted over the tasks as the table's accuracies."""
+    by_task = choice_kl_by_benchmark(folder)
+    values = list(by_task.values())
+    return None if not values or None in values else sum(values) / len(values)
 
-    def rec(name):
-        return runner.record(name)["result"] if runner.done(name) else None
 
-    evaluations = {}
+def paired_comparisons(folders: dict[str, dict[str, Path]], num_resamples: int = 10_000, seed: int = 0) -> dict:
+    """{"num_resamples", "seed", voice: [`compare_sides` row per pair in PAIRS]} on each voice's held-out items;
+    `folders` = {model label: {voice: evaluation folder}}, the cascade read from salad-init's. Pairs whose
+    models have no evaluation yet are left out."""
+    out = {"num_resamples": num_resamples, "seed": seed}
+    for voice in VOICES:
+        sides = {label: (by_voice[voice], "speech") for label, by_voice in folders.items() if voice in by_voice}
+        if "salad-init" in sides:
+            sides[CASCADE] = (sides["salad-init"][0], "cascade")
+        out[voice] = [compare_sides(sides[a], sides[b], [a, b], num_resamples, seed)
+                      for a, b in PAIRS if a in sides and b in sides]
+    return out
+
+
+def _evaluations(rec, out: Path) -> tuple[dict, dict]:
+    """(evaluations with each average's choice KL, {label: {voice: predictions folder}}) of the finished evals."""
+    evaluations, folders = {}, {}
     for label, stage in EVAL_STAGES:
         result = rec(stage)
-        if result:
-            evaluations[label] = {role: {k: result[role][k] for k in ("benchmarks", "average", "voice", "config")
-                                         if k in result[role]} for role in ("seen", "unseen") if role in result}
+        if not result:
+            continue
+        evaluations[label] = {role: {k: result[role][k] for k in ("benchmarks", "average", "voice", "config")
+                                     if k in result[role]} for role in VOICES if role in result}
+        for role, evaluation in evaluations[label].items():
+            folder = out / "eval" / Path(result.get("checkpoint", "?")).name / role  # DemoPipeline._evaluate's
+            if (folder / "predictions").is_dir():
+                folders.setdefault(label, {})[role] = folder
+                evaluation["average"] = {**evaluation.get("average", {}), "choice_kl": mean_choice_kl(folder)}
+    return evaluations, folders
+
+
+def _training(rec) -> dict:
     training = {}
     stage1 = rec("stage1") or {}
     pre_decay_state = Path(stage1.get("pre_decay") or "/nonexistent") / "trainer_state.json"
@@ -126,28 +235,36 @@ def collect_results(pipeline) -> dict:
             offset = stage2_offset if stage.startswith("stage2") else 0
             training[label] = {"output_dir": result["output_dir"], "steps": result["steps"], "start_step": offset,
                                "curves": training_curves(history, offset)}
-    selection = {}
-    for kind in ("active", "uniform"):
-        result = rec(f"select_{kind}")
-        if result:
-            selection[kind] = result
-    stage1_data = rec("stage1_data") or {}
+    return training
+
+
+def collect_results(pipeline) -> dict:
+    """Everything the run measured, from the stage records (stages not run yet are simply absent)."""
+    runner, p = pipeline.runner, pipeline.preset
+
+    def rec(name):
+        return runner.record(name)["result"] if runner.done(name) else None
+
+    evaluations, folders = _evaluations(rec, Path(pipeline.out))
+    selection = {kind: rec(f"select_{kind}") for kind in ("active", "uniform") if rec(f"select_{kind}")}
     adapter_type = p.recipe.get("adapter_type", "mlp")
-    return {
+    results = {
         "preset": p.to_dict(),
         "recipe": {**p.recipe, "note": RECIPE_NOTES.get(adapter_type, "")},
         "first_look": rec("first_look"),
         "eval_sets": rec("eval_sets"),
-        "data": {"stage1": stage1_data, "pool": str(pipeline.data / "pool.jsonl"),
+        "data": {"stage1": rec("stage1_data") or {}, "pool": str(pipeline.data / "pool.jsonl"),
                  "pool_excluded_tasks": _pool_exclusions(p)},
         "evaluations": evaluations,
         "summary": summary_rows(evaluations),
-        "goals": goal_checks(summary_rows(evaluations)),
-        "training": training,
+        "paired": paired_comparisons(folders, seed=p.seed),
+        "training": _training(rec),
         "selection": selection,
         "export": rec("export"),
         "stages": sorted(runner.timings(), key=lambda t: _stage_order(t["stage"])),
     }
+    results["goals"] = goal_checks(results)
+    return results
 
 
 def _stage_order(name: str) -> int:
@@ -268,51 +385,98 @@ def _fmt(value, digits=1) -> str:
 
 
 def render_markdown(results: dict, plots: dict[str, str]) -> str:
-    p, recipe = results["preset"], results["recipe"]
+    p = results["preset"]
     lines = ["# SALAD demo report", "",
              f"Preset `{p['name']}`. Base LLM SmolLM2-135M-Instruct, speech encoder Whisper tiny.en (frozen). "
              f"Eval voices: seen = `{p['seen_voice']}` (a training voice), unseen = `{p['unseen_voice']}` "
-             "(never used in training).", "",
-             "## Results", "",
+             "(never used in training)."]
+    for section in (_results_markdown(results), _paired_markdown(results), _goals_markdown(results),
+                    _recipe_markdown(results), _first_look_markdown(results), _data_markdown(results),
+                    _timing_markdown(results), _plots_markdown(plots), _export_markdown(results)):
+        lines += section
+    return "\n".join(lines) + "\n"
+
+
+def _results_markdown(results: dict) -> list[str]:
+    lines = ["", "## Results", "",
              "Average over the eval tasks; accuracy in %, gap = base LLM text − SALAD speech (points); gap closed "
-             "relative to the naive reference (an untrained adapter on encoder frames) and to salad-init.", "",
-             "| stage | voice | base text | SALAD text | SALAD speech | cascade | gap | gap closed vs naive % | "
-             "gap closed vs salad-init % | speech = text answer % | choice TV |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "relative to the naive reference (an untrained adapter on encoder frames) and to salad-init; choice "
+             "KL = mean KL(base LLM text ‖ SALAD speech) of the choice distributions (nats).", "",
+             "| stage | voice | base text | SALAD text | SALAD speech | cascade | gap | choice KL | "
+             "gap closed vs naive % | gap closed vs salad-init % | speech = text answer % | choice TV |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["summary"]:
         lines.append(f"| {r['stage']} | {r['voice']} ({r.get('voice_name') or ''}) | {_fmt(r['base_text_acc'])} | "
                      f"{_fmt(r['text_acc'])} | {_fmt(r['speech_acc'])} | {_fmt(r['cascade_acc'])} | "
-                     f"{_fmt(r['gap'])} | {_fmt(r.get('gap_closed_vs_naive_pct'))} | {_fmt(r['gap_closed_pct'])} | "
+                     f"{_fmt(r['gap'])} | {_fmt(r.get('choice_kl'), 3)} | "
+                     f"{_fmt(r.get('gap_closed_vs_naive_pct'))} | {_fmt(r['gap_closed_pct'])} | "
                      f"{_fmt(r.get('agreement'))} | {_fmt(r.get('choice_tv'), 3)} |")
     chance = [r["chance_acc"] for r in results["summary"] if r.get("chance_acc") is not None]
     n = [r["n"] for r in results["summary"] if r.get("n")]
     if chance:
         lines += ["", f"Chance: {chance[0]:.1f} %. {n[0] if n else '?'} held-out spoken questions per voice; a "
                   "difference of accuracies needs about ±10 points to be resolved at this size (per-task 95 % "
-                  "intervals: `eval/*/*/results.json`). The last two columns compare each spoken answer with the "
-                  "base LLM's answer to the same question in text (`evaluation.metrics.speech_text_agreement`): "
-                  "the share of identical answers and the mean total-variation distance between the two choice "
-                  "distributions (0 = speech behaves exactly as text); they move with smaller changes than "
-                  "accuracy does."]
-    if results.get("goals"):
-        lines += ["", "## Goals", "", "| goal | measured | met |", "|---|---|---|"]
-        for g in results["goals"]:
-            verdict = "–" if g["met"] is None else ("yes" if g["met"] else "**no**")
-            lines.append(f"| {g['goal']} | {g['value']} | {verdict} |")
-    lines += ["", "## Recipe", "", f"`build_salad(llm, whisper, {', '.join(f'{k}={v!r}' for k, v in recipe.items() if k != 'note')})`",
-              "", recipe.get("note", ""), "",
-              f"Training: cross-modal distillation KL(teacher ‖ student); what trains: `{p.get('trainable', 'adapter')}`"
-              f" — {TRAINABLE_NOTES.get(p.get('trainable', 'adapter'), '')} Warmup–stable–decay; Stage II starts "
-              "from Stage I's pre-decay checkpoint and decays over its whole length."
-              + (f" {TRAINABLE_WHY}" if p.get("trainable", "adapter") == TRAINABLE else "")]
+                  "intervals: `eval/*/*/results.json`; paired intervals below). The last two columns compare each "
+                  "spoken answer with the base LLM's answer to the same question in text "
+                  "(`evaluation.metrics.speech_text_agreement`): the share of identical answers and the mean "
+                  "total-variation distance between the two choice distributions (0 = speech behaves exactly as "
+                  "text); they, and the choice KL, move with smaller changes than accuracy does."]
+    return lines
+
+
+def _paired_markdown(results: dict) -> list[str]:
+    paired = results.get("paired") or {}
+    if not any(paired.get(v) for v in VOICES):
+        return []
+    lines = ["", "## Paired comparisons", "",
+             "Each pair on the same held-out items of one voice (`evaluation.compare.compare_sides`), pooled over "
+             "the tasks (so accuracies can differ slightly from the task averages above). B − A in points with a "
+             f"paired-bootstrap 95 % interval ({paired.get('num_resamples')} resamples); gained / lost: items B "
+             "answers right where A was wrong / the reverse; McNemar's exact p. KL = mean KL(base LLM text ‖ side) "
+             "in nats, the side being a model's speech or the cascade's answers to the Whisper transcript. "
+             f"{CASCADE} → model rows: model speech − cascade."]
+    voices = {"seen": results["preset"].get("seen_voice"), "unseen": results["preset"].get("unseen_voice")}
+    for voice in VOICES:
+        rows = paired.get(voice) or []
+        if rows:
+            lines += ["", f"### {voice} voice (`{voices[voice]}`), {rows[0]['n']} items", "", *comparison_table(rows)]
+    return lines
+
+
+def _goals_markdown(results: dict) -> list[str]:
+    if not results.get("goals"):
+        return []
+    lines = ["", "## Goals", "", "| goal | measured | met |", "|---|---|---|"]
+    for g in results["goals"]:
+        verdict = "–" if g["met"] is None else ("yes" if g["met"] else "**no**")
+        lines.append(f"| {g['goal']} | {g['value']} | {verdict} |")
+    return lines
+
+
+def _recipe_markdown(results: dict) -> list[str]:
+    p, recipe = results["preset"], results["recipe"]
+    trainable = p.get("trainable", "adapter")
+    arguments = ", ".join(f"{k}={v!r}" for k, v in recipe.items() if k != "note")
+    return ["", "## Recipe", "", f"`build_salad(llm, whisper, {arguments})`", "", recipe.get("note", ""), "",
+            f"Training: cross-modal distillation KL(teacher ‖ student); what trains: `{trainable}`"
+            f" — {TRAINABLE_NOTES.get(trainable, '')} Warmup–stable–decay; Stage II starts "
+            "from Stage I's pre-decay checkpoint and decays over its whole length."
+            + (f" {TRAINABLE_WHY}" if trainable == TRAINABLE else "")]
+
+
+def _first_look_markdown(results: dict) -> list[str]:
     fl = results.get("first_look")
-    if fl:
-        lines += ["", "## First look (salad-init, fresh process, AutoModel + trust_remote_code)", "",
-                  f"Real recorded speech `{Path(fl['audio']).name}` ({fl['audio_seconds']} s); reference: "
-                  f"\"{fl.get('reference')}\". Prompt: \"{fl['prompt']}\".", "",
-                  f"Answer: \"{fl['answer']}\" — {fl['tokens_per_second']} tokens/s, peak memory "
-                  f"{fl['peak_rss_gib']:.2f} GiB.", "", f"**{fl['note']}**"]
-    lines += ["", "## Which texts went where", ""]
+    if not fl:
+        return []
+    return ["", "## First look (salad-init, fresh process, AutoModel + trust_remote_code)", "",
+            f"Real recorded speech `{Path(fl['audio']).name}` ({fl['audio_seconds']} s); reference: "
+            f"\"{fl.get('reference')}\". Prompt: \"{fl['prompt']}\".", "",
+            f"Answer: \"{fl['answer']}\" — {fl['tokens_per_second']} tokens/s, peak memory "
+            f"{fl['peak_rss_gib']:.2f} GiB.", "", f"**{fl['note']}**"]
+
+
+def _data_markdown(results: dict) -> list[str]:
+    lines = ["", "## Which texts went where", ""]
     es = results.get("eval_sets") or {}
     for task, d in (es.get("screen") or {}).items():
         lines.append(f"* eval `{task}`: base text {d['base_text_acc']:.1f} % vs chance {d['chance_acc']:.1f} % "
@@ -327,21 +491,34 @@ def render_markdown(results: dict, plots: dict[str, str]) -> str:
     for kind, sel in results.get("selection", {}).items():
         lines.append(f"* Stage II {kind} selection (γ={sel['gamma']:g}): {sel['selected_texts']} texts of a pool "
                      f"of {sel['pool_size']}")
-    lines += ["", "## Time and memory per stage", "", "| stage | seconds | peak RSS (GiB) |", "|---|---|---|"]
+    return lines
+
+
+def _timing_markdown(results: dict) -> list[str]:
+    lines = ["", "## Time and memory per stage", "", "| stage | seconds | peak RSS (GiB) |", "|---|---|---|"]
     for t in results["stages"]:
         lines.append(f"| {t['stage']} | {t['seconds']:.1f} | {t['peak_rss_gib']:.2f} |")
     lines.append(f"| **total** | {sum(t['seconds'] for t in results['stages']):.1f} | |")
-    if plots:
-        lines += ["", "## Plots", ""]
-        titles = {"stages": "Accuracy and gap per stage", "training": "Training curves (kd_loss, M, F)",
-                  "misalignment": "Misalignment per cluster (Stage II selection)"}
-        for key, rel in plots.items():
-            lines += [f"### {titles.get(key, key)}", "", f"![{key}]({rel})", ""]
+    return lines
+
+
+def _plots_markdown(plots: dict[str, str]) -> list[str]:
+    if not plots:
+        return []
+    lines = ["", "## Plots", ""]
+    titles = {"stages": "Accuracy and gap per stage", "training": "Training curves (kd_loss, M, F)",
+              "misalignment": "Misalignment per cluster (Stage II selection)"}
+    for key, rel in plots.items():
+        lines += [f"### {titles.get(key, key)}", "", f"![{key}]({rel})", ""]
+    return lines
+
+
+def _export_markdown(results: dict) -> list[str]:
     ex = results.get("export")
-    if ex:
-        lines += ["## Export", "", f"Model `{ex['model']}` (best Stage II: {ex['best_stage2']}), dataset "
-                  f"`{ex['dataset']}`. Publish with:", "", "```", *ex["publish"], "```", ""]
-    return "\n".join(lines) + "\n"
+    if not ex:
+        return []
+    return ["", "## Export", "", f"Model `{ex['model']}` (best Stage II: {ex['best_stage2']}), dataset "
+            f"`{ex['dataset']}`. Publish with:", "", "```", *ex["publish"], "```", ""]
 
 
 def write_report(results: dict, out: str | os.PathLike) -> dict[str, Path]:

@@ -1,8 +1,16 @@
-"""The demo report renders from a results dict alone: tables with every stage and voice, plots written."""
+"""The demo report renders from a results dict alone: tables with every stage and voice, plots written; the paired
+comparisons and goal verdicts come from tiny hand-made prediction folders."""
 
 import json
+import math
+from types import SimpleNamespace
 
-from salad_demo.report import REFERENCE, gap_closed, goal_checks, summary_rows, training_curves, write_report
+import pytest
+
+from salad_demo.pipeline import STAGES
+from salad_demo.report import (CASCADE, REFERENCE, collect_results, final_model, gap_closed, goal_checks,
+                               mean_choice_kl, paired_comparisons, summary_rows, training_curves, write_report)
+from salad_demo.stages import StageRunner
 
 
 def _eval(base, speech, cascade, voice):
@@ -88,19 +96,166 @@ def test_report_without_training_or_selection_still_renders(tmp_path):
     assert not (tmp_path / "plots" / "training.png").exists()
 
 
-def test_goal_checks_compute_each_verdict_from_the_summary(tmp_path):
-    evaluations = _fixture(tmp_path)["evaluations"]
-    evaluations[REFERENCE] = {"seen": _eval(50.0, 10.0, 45.0, "flite:slt"), "unseen": _eval(50.0, 10.0, 45.0, "piper")}
-    evaluations["stage I"]["seen"]["average"]["text_acc"] = 48.5  # a 1.5-point text drop
-    goals = goal_checks(summary_rows(evaluations))
-    by_goal = {g["goal"].split()[0] + g["goal"].split()[1]: g for g in goals}
-    # initial (naive) gap 40; stage I gaps 20 (seen) and 25 (unseen) -> mean 22.5 -> 43.75 % closed
-    assert not by_goal["StageI"]["met"] and "43.8 % closed" in by_goal["StageI"]["value"]
-    assert by_goal["StageII"]["met"]  # active 37.5 vs uniform 32.5
-    assert not by_goal["textaccuracy"]["met"] and "1.5" in by_goal["textaccuracy"]["value"]
-    assert not by_goal["unseenvoice"]["met"]  # every trained stage loses 5 points on the unseen voice
+# ---------------------------------------------------------------------------------------------- paired fixture
+BASE_P0 = 0.8  # the base LLM puts 0.8 on the right answer (choice 0) of every item
+# P(choice 0) of each item's speech answer per (model, voice): right where > 0.5. Ten items on two tasks.
+SPEECH_P0 = {
+    ("salad-init", "seen"): [0.6] * 3 + [0.3] * 7, ("salad-init", "unseen"): [0.6] * 3 + [0.3] * 7,
+    ("stage I", "seen"): [0.8] * 9 + [0.3], ("stage I", "unseen"): [0.6] * 4 + [0.4] * 6,
+    ("stage II active", "seen"): [0.8] * 10, ("stage II active", "unseen"): [0.6] * 4 + [0.4] * 6,
+    ("stage II uniform", "seen"): [0.8] * 9 + [0.3], ("stage II uniform", "unseen"): [0.6] * 6 + [0.4] * 4,
+}
+CASCADE_RIGHT = [True] * 8 + [False] * 2  # both voices
+FOLDER = {"salad-init": "salad-init", "stage I": "stage1", "stage II active": "stage2-active",
+          "stage II uniform": "stage2-uniform"}
+
+
+def _scores(p0):
+    return {"correct": p0 > 0.5, "prediction": 0 if p0 > 0.5 else 1, "logprobs": [math.log(p0), math.log(1 - p0)]}
+
+
+def _kl(p, q):
+    return p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
+
+
+def _write_predictions(folder, speech_p0):
+    for task, items in (("t1", range(0, 5)), ("t2", range(5, 10))):
+        rows = [{"id": f"q{i}", "answer": 0, "base_text": _scores(BASE_P0), "text": _scores(BASE_P0),
+                 "speech": _scores(speech_p0[i]), "cascade": _scores(0.7 if CASCADE_RIGHT[i] else 0.2)}
+                for i in items]
+        path = folder / "predictions" / f"{task}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def _prediction_folders(out):
+    return {model: {voice: _write_predictions(out / "eval" / FOLDER[model] / voice, SPEECH_P0[(model, voice)])
+                    for voice in ("seen", "unseen")} for model in FOLDER}
+
+
+def _paired_results(tmp_path):
     results = _fixture(tmp_path)
-    results["goals"] = goals
+    results["paired"] = paired_comparisons(_prediction_folders(tmp_path), num_resamples=2000)
+    return results
+
+
+def test_paired_comparisons_pair_every_stage_and_the_cascade(tmp_path):
+    paired = paired_comparisons(_prediction_folders(tmp_path), num_resamples=2000)
+    pairs = [(r["a"], r["b"]) for r in paired["seen"]]
+    assert pairs == [("salad-init", "stage I"), ("stage I", "stage II active"), ("stage I", "stage II uniform"),
+                     ("stage II uniform", "stage II active"), (CASCADE, "salad-init"), (CASCADE, "stage I"),
+                     (CASCADE, "stage II active"), (CASCADE, "stage II uniform")]
+    first = paired["seen"][0]
+    assert (first["n"], first["acc_a"], first["acc_b"], first["gained"], first["lost"]) == (10, 30.0, 90.0, 6, 0)
+    assert first["acc_diff_ci"][0] > 0 and first["mode_a"] == first["mode_b"] == "speech"
+    assert first["kl_a"] == pytest.approx((3 * _kl(0.8, 0.6) + 7 * _kl(0.8, 0.3)) / 10)
+    assert first["kl_b"] == pytest.approx(_kl(0.8, 0.3) / 10)
+    cascade = paired["unseen"][6]
+    assert (cascade["mode_a"], cascade["acc_a"], cascade["acc_b"], cascade["acc_diff"]) == \
+        ("cascade", 80.0, 40.0, -40.0)
+    assert cascade["kl_a"] == pytest.approx((8 * _kl(0.8, 0.7) + 2 * _kl(0.8, 0.2)) / 10)
+
+
+def test_only_evaluated_stages_are_paired(tmp_path):
+    folders = _prediction_folders(tmp_path)
+    partial = {k: folders[k] for k in ("salad-init", "stage I")}
+    partial["stage II active"] = {"seen": folders["stage II active"]["seen"]}
+    paired = paired_comparisons(partial, num_resamples=100)
+    assert [(r["a"], r["b"]) for r in paired["unseen"]] == [("salad-init", "stage I"), (CASCADE, "salad-init"),
+                                                            (CASCADE, "stage I")]
+    assert ("stage I", "stage II active") in [(r["a"], r["b"]) for r in paired["seen"]]
+    assert paired_comparisons({}, num_resamples=10) == {"num_resamples": 10, "seed": 0, "seen": [], "unseen": []}
+
+
+def test_mean_choice_kl_averages_the_tasks(tmp_path):
+    folder = _write_predictions(tmp_path / "run", [0.8] * 5 + [0.3] * 5)
+    assert mean_choice_kl(folder) == pytest.approx(_kl(0.8, 0.3) / 2)
+
+
+def test_goal_checks_from_paired_results(tmp_path):
+    results = _paired_results(tmp_path)
+    results["evaluations"]["stage I"]["seen"]["average"]["text_acc"] = 48.5  # a 1.5-point text drop
+    results["summary"] = summary_rows(results["evaluations"])
+    goals = {g["goal"]: g for g in goal_checks(results)}
+    assert len(goals) == 10
+    init_seen = goals["Stage I speech accuracy above salad-init (paired 95 % interval above 0), seen voice"]
+    assert init_seen["met"] and "30.0 → 90.0 %" in init_seen["value"] and "gained / lost 6 / 0" in init_seen["value"]
+    assert not goals["Stage I speech accuracy above salad-init (paired 95 % interval above 0), unseen voice"]["met"]
+    cascade = goals["speech accuracy at or above the ASR cascade on every voice"]
+    assert cascade["met"] is False and cascade["value"].startswith("stage II active (the exported model)")
+    assert "unseen: speech 40.0 vs cascade 80.0 %" in cascade["value"] and "stage I seen" in cascade["value"]
+    assert goals["Stage I at least halves salad-init's choice KL(base text ‖ speech), seen voice"]["met"]
+    unseen_kl = goals["Stage I at least halves salad-init's choice KL(base text ‖ speech), unseen voice"]
+    assert unseen_kl["met"] is False and "0.59× salad-init's" in unseen_kl["value"]
+    assert goals["Stage II active ≥ uniform at the same budget, seen voice"]["met"]
+    active_unseen = goals["Stage II active ≥ uniform at the same budget, unseen voice"]
+    assert active_unseen["met"] is False and "active − uniform -20.0 [" in active_unseen["value"]
+    text = goals["text accuracy within 1 point of the base LLM (every trained model)"]
+    assert text["met"] is False and "1.5 points (stage I)" in text["value"]
+    assert goals["unseen voice at most 3 points below the seen one (every trained model)"]["met"] is False
+    assert goals["make demo within 45 minutes"]["met"] is None  # only two stages have run
+
+
+def test_goal_checks_met_cases_and_not_measured(tmp_path):
+    results = _paired_results(tmp_path)
+    for row in results["paired"]["unseen"]:
+        if row["a"] == CASCADE:
+            row.update(acc_a=30.0, acc_diff=row["acc_b"] - 30.0)
+    results["stages"] = [{"stage": s, "seconds": 200.0, "peak_rss_gib": 1.0} for s in STAGES if s != "report"]
+    goals = {g["goal"]: g for g in goal_checks(results)}
+    assert goals["speech accuracy at or above the ASR cascade on every voice"]["met"]
+    time = goals["make demo within 45 minutes"]
+    assert time["met"] is False and time["value"] == f"{200 * (len(STAGES) - 1) / 60:.1f} min (sum of the stage times)"
+    results["stages"] = [{**t, "seconds": 60.0} for t in results["stages"]]
+    assert {g["goal"]: g for g in goal_checks(results)}["make demo within 45 minutes"]["met"]
+    results.update(paired={}, export=None)
+    unmeasured = [g for g in goal_checks(results) if g["met"] is None]
+    assert len(unmeasured) == 7 and all(g["value"] == "–" for g in unmeasured)
+
+
+def test_final_model_is_the_exported_one_else_the_best_trained(tmp_path):
+    results = _paired_results(tmp_path)
+    assert final_model(results) == ("stage II active", "the exported model")
+    results["export"] = None  # mean speech: stage I 65, active 70, uniform 75
+    assert final_model(results)[0] == "stage II uniform"
+    assert final_model({"paired": {}}) == (None, "")
+
+
+def test_report_renders_paired_tables_and_kl_column(tmp_path):
+    results = _paired_results(tmp_path)
+    for by_voice in results["evaluations"].values():
+        by_voice["seen"]["average"]["choice_kl"] = 0.123
+    results["summary"] = summary_rows(results["evaluations"])
+    results["goals"] = goal_checks(results)
     write_report(results, tmp_path)
-    assert "| Stage II active ≥ uniform at the same budget | speech 37.5 vs 32.5 % | yes |" in \
-        (tmp_path / "REPORT.md").read_text()
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "| gap | choice KL |" in text and "| 0.123 |" in text
+    assert "## Paired comparisons" in text and "### unseen voice (`piper`), 10 items" in text
+    assert "| salad-init → stage I | 30.0 | 90.0 | +60.0 [" in text
+    assert f"| {CASCADE} → stage II active | 80.0 | 40.0 | -40.0 [" in text
+    assert "| Stage II active ≥ uniform at the same budget, seen voice | speech 100.0 vs 90.0 %" in text
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["paired"]["seen"][0]["gained"] == 6 and saved["paired"]["num_resamples"] == 2000
+
+
+def test_collect_results_reads_the_prediction_folders_of_finished_evaluations(tmp_path):
+    runner = StageRunner(tmp_path, log=lambda _: None)
+    _prediction_folders(tmp_path)
+    for stage, model in (("eval_init", "salad-init"), ("eval_stage1", "stage1")):
+        result = {"checkpoint": str(tmp_path / model), "seen": _eval(50.0, 30.0, 40.0, "flite:slt"),
+                  "unseen": _eval(50.0, 25.0, 40.0, "piper")}
+        runner.run(stage, lambda result=result: result)
+    preset = SimpleNamespace(to_dict=lambda: {"name": "fixture", "seen_voice": "flite:slt", "unseen_voice": "piper"},
+                             recipe={"adapter_type": "transcript"}, seed=0)
+    pipeline = SimpleNamespace(runner=runner, preset=preset, out=tmp_path, data=tmp_path / "data")
+    results = collect_results(pipeline)
+    assert [(r["a"], r["b"]) for r in results["paired"]["seen"]] == [("salad-init", "stage I"),
+                                                                     (CASCADE, "salad-init"), (CASCADE, "stage I")]
+    kl = {(r["stage"], r["voice"]): r["choice_kl"] for r in results["summary"]}
+    assert kl[("stage I", "seen")] == pytest.approx((0.0 + _kl(0.8, 0.3) / 5) / 2)  # t1 is 0, q9 of t2 off
+    goals = {g["goal"]: g["met"] for g in results["goals"]}
+    assert goals["Stage I speech accuracy above salad-init (paired 95 % interval above 0), seen voice"]
+    assert goals["Stage II active ≥ uniform at the same budget, seen voice"] is None
+
+
