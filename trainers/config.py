@@ -52,6 +52,17 @@ class DistillationConfig(SFTConfig):
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout (trainable=adapter+lora)."})
     lora_target_modules: list[str] | None = field(default=None, metadata={
         "help": "LLM module names LoRA wraps (default: attention and MLP projections)."})
+    projector_lora_r: int = field(default=0, metadata={
+        "help": "LoRA rank on the adapter's linear layers while it trains (e.g. the Whisper decoder of "
+                "adapter_type='posterior'); 0 = the adapter trains in full. The base weights stay frozen, the "
+                "adapter's own small parameters (posterior temperature, filler) train in full, and checkpoints "
+                "hold merged weights."})
+    projector_lora_alpha: float | None = field(default=None, metadata={
+        "help": "LoRA alpha of the adapter's LoRA; None = 2 * projector_lora_r."})
+    projector_lora_target_modules: list[str] | None = field(default=None, metadata={
+        "help": "Adapter module names its LoRA wraps (default: every linear layer for which a rank-"
+                "projector_lora_r LoRA is smaller than the layer; for 'posterior', the Whisper decoder's q/k/v/"
+                "out_proj, fc1 and fc2)."})
     adapter_learning_rate: float | None = field(default=None, metadata={
         "help": "Learning rate of the adapter (paper: 1e-3 for 3B, 1e-4 for 7B); None = learning_rate."})
     text_replay_ratio: float = field(default=1 / 3, metadata={
@@ -90,6 +101,7 @@ class DistillationConfig(SFTConfig):
         if self.trainable not in TRAINABLE_CHOICES:
             raise ValueError(f"trainable must be one of {TRAINABLE_CHOICES}, got {self.trainable!r}")
         self._validate_teacher()
+        self._validate_projector_lora()
         if not 0.0 <= self.text_replay_ratio < 1.0:
             raise ValueError(f"text_replay_ratio must be in [0, 1), got {self.text_replay_ratio}")
         if not 0.0 < self.decay_fraction <= 1.0:
@@ -102,6 +114,25 @@ class DistillationConfig(SFTConfig):
             raise ValueError("kd_implementation='liger' computes the distillation term only; it needs alpha=1")
         if self.diagnostics_steps < 0:
             raise ValueError("diagnostics_steps must be >= 0")
+
+    def _validate_projector_lora(self) -> None:
+        """Rank >= 0 (0 = off); a LoRA only on an adapter that trains; alpha > 0; target names only with a rank."""
+        if self.projector_lora_r < 0:
+            raise ValueError(f"projector_lora_r must be >= 0 (0 = the adapter trains in full), "
+                             f"got {self.projector_lora_r}")
+        if self.projector_lora_r == 0:
+            if self.projector_lora_target_modules is not None:
+                raise ValueError("projector_lora_target_modules needs projector_lora_r > 0")
+            return
+        if self.trainable == "llm":
+            raise ValueError("projector_lora_r > 0 needs an adapter that trains; trainable='llm' freezes it (use "
+                             "'adapter', 'adapter+lora' or 'adapter+llm')")
+        if self.projector_lora_alpha is None:
+            self.projector_lora_alpha = 2 * self.projector_lora_r
+        if self.projector_lora_alpha <= 0:
+            raise ValueError(f"projector_lora_alpha must be > 0, got {self.projector_lora_alpha}")
+        if self.projector_lora_target_modules is not None and not self.projector_lora_target_modules:
+            raise ValueError("projector_lora_target_modules is empty; leave it unset for the default layers")
 
     def _validate_teacher(self) -> None:
         """The teacher is a mode or a model, never both; a mode must suit `trainable` (default: from it)."""

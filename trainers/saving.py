@@ -54,10 +54,12 @@ def merged_state_dict(model: nn.Module, state_dict: dict | None = None) -> dict[
 
 
 def load_merged_into_lora(model: nn.Module, checkpoint_dir: str) -> None:
-    """Resume a LoRA run: load every non-LLM weight (adapter, encoder) from a merged checkpoint.
+    """Resume a LoRA run: load every weight of a merged checkpoint that is not inside a LoRA layer.
 
-    The LLM's base weights never change under LoRA, so they stay as built; the LoRA tensors are loaded
-    separately from ``lora_training_state.safetensors``.
+    A LoRA layer's merged weight (``x.weight``) is not a name of the model (``x.base_layer.weight``), so it is
+    skipped: base weights never change under LoRA and stay as built. Everything else loads, the LLM included (it
+    may train in full while the LoRA sits on the adapter); the LoRA tensors come from
+    ``lora_training_state.safetensors``.
     """
     from safetensors.torch import load_file
 
@@ -67,7 +69,7 @@ def load_merged_into_lora(model: nn.Module, checkpoint_dir: str) -> None:
     own = model.state_dict()
     for file in files:
         tensors = load_file(os.path.join(checkpoint_dir, file))
-        keep = {k: v for k, v in tensors.items() if not k.startswith("language_model.") and k in own}
+        keep = {k: v for k, v in tensors.items() if k in own}
         model.load_state_dict(keep, strict=False)
 
 

@@ -16,6 +16,7 @@ from .collator import SpanDocumentCollator
 from .config import DistillationConfig
 from .kd import hidden_at_positions, logits_at_positions, output_head_weight
 from .losses import fused_salad_objective, liger_distillation_loss, salad_objective, shared_vocabulary
+from .projector_lora import apply_projector_lora
 from .saving import (
     check_resume_schedule,
     export_self_contained,
@@ -144,6 +145,9 @@ class DistillationTrainer(SFTTrainer):
     def _setup_trainable_and_teacher(self, model, args, processor, teacher_model):
         model.audio_tower.requires_grad_(False)
         model.multi_modal_projector.requires_grad_(args.trainable != "llm")
+        if args.projector_lora_r:
+            apply_projector_lora(model.multi_modal_projector, args.projector_lora_r, args.projector_lora_alpha,
+                                 args.projector_lora_target_modules)
         lm = model.language_model
         if args.trainable == "adapter":
             lm.requires_grad_(False)
