@@ -161,18 +161,21 @@ class DemoPipeline:
 
         return {k: (str(v) if v is not None else None) for k, v in prepare_assets().items()}
 
-    def stage_salad_init(self) -> dict:
+    def build_init(self, recipe: dict, target: Path) -> dict:
+        """An untrained SALAD model of `recipe` (build_salad keyword arguments) saved to `target`."""
         from modeling_salad import build_salad
 
         from .export import parameter_counts
 
-        model, processor = build_salad(self.assets["llm"], self.assets["whisper"], **self.preset.recipe)
-        target = self.out / "salad-init"
+        model, processor = build_salad(self.assets["llm"], self.assets["whisper"], **recipe)
         with staging_dir(target) as staging:
             model.save_pretrained(staging)
             processor.save_pretrained(staging)
-        return {"path": str(target), "recipe": self.preset.recipe, "parameters": parameter_counts(model),
+        return {"path": str(target), "recipe": recipe, "parameters": parameter_counts(model),
                 "trainable_adapter_parameters": sum(p.numel() for p in model.multi_modal_projector.parameters())}
+
+    def stage_salad_init(self) -> dict:
+        return self.build_init(self.preset.recipe, self.out / "salad-init")
 
     def stage_first_look(self) -> dict:
         from .first_look import run_first_look
@@ -235,9 +238,13 @@ class DemoPipeline:
                                      order_column="span_index", utterances_per_document=None)
 
     def stage_features(self) -> dict:
+        return self.precompute_features(self.out / "salad-init")
+
+    def precompute_features(self, model_path: Path) -> dict:
+        """Encoder states of every training and eval clip for the model at `model_path` (cached by its recipe)."""
         from spans import EncoderStatesCache
 
-        model, processor = self.load_model(self.out / "salad-init")
+        model, processor = self.load_model(model_path)
         cache_dir = self.encoder_cache_dir
         start = time.perf_counter()
         written = EncoderStatesCache.for_model(model, processor, cache_dir).precompute(
@@ -282,7 +289,7 @@ class DemoPipeline:
 
     # ------------------------------------------------------------------------------------------ training
     def _train_args(self, output_dir: Path, decay_fraction: float, steps: int, trainable: str,
-                    llm_learning_rate: float | None, adapter_learning_rate: float):
+                    llm_learning_rate: float | None, adapter_learning_rate: float, **overrides):
         from trainers.config import DistillationConfig
 
         p = self.preset
@@ -300,18 +307,21 @@ class DemoPipeline:
             diagnostics_steps=p.diagnostics_steps, probe_size=p.probe_size, kd_chunk_size=256, seed=p.seed,
             dataloader_num_workers=0, bf16=False, weight_decay=0.0, disable_tqdm=False,
             # span datasets already alternate speech and text spans (text spans carry no audio): hear every clip
-            speech_policy="all")
+            speech_policy="all", **overrides)
 
     def _train(self, name: str, model_path, span_datasets: list[str], decay_fraction: float, steps: int,
                trainable: str | None = None, llm_learning_rate: float | None = None,
-               adapter_learning_rate: float | None = None) -> dict:
+               adapter_learning_rate: float | None = None, **overrides) -> dict:
+        """Train `model_path` on `span_datasets` + the replay set; `overrides` are further DistillationConfig
+        fields (e.g. projector_lora_r)."""
         from trainers.config import DataArguments, ModelArguments
         from trainers.train import train
 
         p = self.preset
         output_dir = self.out / name
         args = self._train_args(output_dir, decay_fraction, steps, trainable or p.trainable,
-                                llm_learning_rate or p.llm_learning_rate, adapter_learning_rate or p.learning_rate)
+                                llm_learning_rate or p.llm_learning_rate, adapter_learning_rate or p.learning_rate,
+                                **overrides)
         data_args = DataArguments(span_datasets=[str(s) for s in span_datasets],
                                   replay_dataset=self.result("stage1_data")["replay"],
                                   feature_cache_dir=str(self.encoder_cache_dir))

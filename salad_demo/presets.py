@@ -18,6 +18,11 @@ from dataclasses import dataclass, field
 RECIPE_TRANSCRIPT = {"adapter_type": "transcript", "stack_factor": 10, "adapter_hidden_size": 256,
                      "audio_padding": "window"}
 RECIPE_MLP = {"adapter_type": "mlp", "stack_factor": 8, "adapter_hidden_size": 256, "audio_padding": "window"}
+# Top-16 posterior: half the projector time of the full vocabulary at 0.3 % mean embedding error on piper clips
+# (RESULTS.md "Posterior front end: top-k truncation"); the demo is time-bound on 2 CPU cores.
+RECIPE_POSTERIOR = {"adapter_type": "posterior", "stack_factor": 10, "audio_padding": "window",
+                    "posterior_temperature": 1.0, "posterior_top_k": 16}
+RECIPES = {"transcript": RECIPE_TRANSCRIPT, "posterior": RECIPE_POSTERIOR, "mlp": RECIPE_MLP}
 RECIPE = RECIPE_TRANSCRIPT
 
 RECIPE_NOTES = {
@@ -30,6 +35,9 @@ RECIPE_NOTES = {
            "trained from scratch (the project's measurements found that from-scratch adapters do not learn "
            "within a CPU budget of minutes; the demo then shows the machinery, not a closed gap).",
     "transformer": "Causal transformer adapter on stacked encoder frames (the paper's), trained from scratch.",
+    "posterior": "Posterior front end: Whisper tiny.en's decoder, teacher-forced on its own greedy transcript, gives "
+                 "each slot a distribution over Whisper's tokens; the slot is the expected LLM embedding of those "
+                 "tokens (vocabulary bridge, learnable temperature), so distillation trains the decoder itself.",
 }
 
 # What trains in Stage I/II (DistillationConfig.trainable) and why; chosen by benchmarks/demo_ablation.py.
