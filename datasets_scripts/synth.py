@@ -28,8 +28,7 @@ MC_FIELDS = ("id", "question", "choices", "answer", "context")
 
 
 def _pool_args(pool: VoicePool) -> dict:
-    return {"specs": str(pool), "speed": pool.speed, "speed_jitter": pool.speed_jitter,
-            "pitch_jitter": pool.pitch_jitter, "seed": pool.seed}
+    return {"specs": str(pool), "seed": pool.seed, **pool.settings()}
 
 
 _WORKER_POOL: VoicePool | None = None
@@ -41,14 +40,11 @@ def _init_worker(pool_args: dict) -> None:
 
 
 def _speak(pool: VoicePool, clip_id: str, voice_key: str, text: str) -> dict:
-    """Synthesize one clip; returns a dict with audio (array) or the skip reason."""
+    """Synthesize one clip (with the pool's augmentation); returns a dict with audio (array), voice and the
+    variation drawn for `voice_key`, or the skip reason."""
     start = time.perf_counter()
     try:
-        backend, voice = pool.pick(voice_key)
-        speed, pitch = pool.variation(voice_key)
-        from .tts import get_backend
-
-        audio, _ = get_backend(backend).synthesize(text, voice, speed=speed, pitch=pitch)
+        audio, _, backend, voice = pool.synthesize(voice_key, text, clip_id=clip_id)
     except UnspeakableTextError as err:
         return {"id": clip_id, "skip": f"unspeakable:{err.reason}", "seconds": time.perf_counter() - start}
     except (TTSBackendUnavailableError, ValueError):
@@ -56,7 +52,7 @@ def _speak(pool: VoicePool, clip_id: str, voice_key: str, text: str) -> dict:
     except RuntimeError as err:  # an engine failed on this text (timeout, crash): skip the row, keep going
         return {"id": clip_id, "skip": f"tts_failed:{str(err)[:120]}", "seconds": time.perf_counter() - start}
     return {"id": clip_id, "array": audio, "backend": backend, "voice": voice or "",
-            "seconds": time.perf_counter() - start}
+            "variation": pool.variation(voice_key).as_dict(), "seconds": time.perf_counter() - start}
 
 
 def build_rows(pool: VoicePool, item: dict, mode: str, seed: int, source: str,
@@ -70,7 +66,8 @@ def build_rows(pool: VoicePool, item: dict, mode: str, seed: int, source: str,
         if "skip" in clip:
             return {"rows": [], "skip": clip["skip"], "seconds": clip["seconds"], "kept_as_text": 0}
         row = {"id": item_id, "doc_id": item_id, "span_index": 0, "text": item["text"], "audio_array": clip["array"],
-               "backend": clip["backend"], "voice": clip["voice"], "cer": None, "source": source, **extras}
+               "backend": clip["backend"], "voice": clip["voice"], "variation": clip["variation"], "cer": None,
+               "source": source, **extras}
         return {"rows": [row], "skip": None, "seconds": clip["seconds"], "kept_as_text": 0}
     if mode == "spans":
         try:
@@ -87,7 +84,8 @@ def build_rows(pool: VoicePool, item: dict, mode: str, seed: int, source: str,
                 if "skip" in clip:
                     kept_as_text += 1
                 else:
-                    row.update(audio_array=clip["array"], backend=clip["backend"], voice=clip["voice"])
+                    row.update(audio_array=clip["array"], backend=clip["backend"], voice=clip["voice"],
+                               variation=clip["variation"])
             rows.append(row)
         return {"rows": rows, "skip": None, "seconds": seconds, "kept_as_text": kept_as_text}
     if mode == "benchmark":
@@ -105,7 +103,8 @@ def build_rows(pool: VoicePool, item: dict, mode: str, seed: int, source: str,
         row = {"id": item_id, "question": item["question"], "choices": [str(c) for c in item["choices"]],
                "answer": int(item["answer"]), "context": item.get("context"), "text": item["question"],
                "audio_array": question["array"], "context_audio_array": context_audio,
-               "backend": question["backend"], "voice": question["voice"], "cer": None, "source": source,
+               "backend": question["backend"], "voice": question["voice"], "variation": question["variation"],
+               "cer": None, "source": source,
                "metadata": json.dumps(metadata, default=str, sort_keys=True)}
         return {"rows": [row], "skip": None, "seconds": seconds, "kept_as_text": 0}
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -154,7 +153,8 @@ def synthesize_rows(rows: list[dict], pool: VoicePool, *, mode: str = "utterance
                     executor=None) -> dict:
     """Synthesize input rows ({"id", "text", ...} or MC items in benchmark mode) with the voice pool.
 
-    Returns {"rows": output rows with encoded audio, "skipped": [{"id", "reason"}], "synth_seconds": summed
+    Returns {"rows": output rows with encoded audio (and "variation": the row's `Variation.as_dict()`, a key the
+    parquet schema leaves out), "skipped": [{"id", "reason"}], "synth_seconds": summed
     per-clip synthesis time, "audio_seconds", "kept_as_text": speech spans left as text}. Output rows are in
     input order. num_proc > 1 synthesizes in worker processes (spawned, so onnxruntime is not forked).
     """

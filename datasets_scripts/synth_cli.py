@@ -3,6 +3,8 @@
     salad-synth --input texts.jsonl --output out/ --tts piper,flite:slt,festival
     salad-synth --input docs.parquet --output spans/ --tts piper --spans --num-shards 8 --shard-index 3
     salad-synth --input hellaswag --benchmark --output spoken-hellaswag/ --tts piper --cer-check WHISPER_DIR
+    salad-synth --input texts.jsonl --output aug/ --tts flite:slt,festival --speed-jitter 0.1 --pitch-jitter 2 \\
+        --noise-snr-db 15 30 --reverb-probability 0.5
 Restarting the same command resumes; a finished folder is only redone with --overwrite.
 """
 
@@ -92,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--speed", type=float, default=1.0, help="speaking rate factor")
     parser.add_argument("--speed-jitter", type=float, default=0.0, help="per-row speed variation (0.1 = ±10%%)")
     parser.add_argument("--pitch-jitter", type=float, default=0.0, help="per-row pitch variation in semitones")
+    parser.add_argument("--noise-snr-db", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                        help="add noise to every clip at a per-row SNR drawn in [MIN, MAX] dB (default: none)")
+    parser.add_argument("--noise-colors", default="white,pink,brown", help="noise spectra drawn from, per row")
+    parser.add_argument("--reverb-probability", type=float, default=0.0,
+                        help="fraction of rows put in a synthetic room (default 0: none)")
+    parser.add_argument("--reverb-rt60", type=float, nargs=2, default=(0.2, 0.8), metavar=("MIN", "MAX"),
+                        help="room reverberation time range in seconds")
+    parser.add_argument("--reverb-drr-db", type=float, nargs=2, default=(0.0, 10.0), metavar=("MIN", "MAX"),
+                        help="direct-to-reverberant ratio range in dB (lower = wetter)")
     parser.add_argument("--chunk-size", type=int, default=256, help="input rows per parquet part (resume unit)")
     parser.add_argument("--audio-format", choices=("flac", "wav"), default="flac")
     parser.add_argument("--overwrite", action="store_true", help="redo a finished (or differently set) run")
@@ -153,6 +164,14 @@ def synth_config(args, mode: str, cer_model: str | None):
         card_context={"sources": [{"name": source, "license": args.source_license}]})
 
 
+def voice_pool(args) -> VoicePool:
+    """The flags -> the `VoicePool` (voices, speed/pitch variation, noise and reverb augmentation)."""
+    return VoicePool(args.tts, speed=args.speed, speed_jitter=args.speed_jitter, pitch_jitter=args.pitch_jitter,
+                     noise_snr_db=args.noise_snr_db, noise_colors=args.noise_colors,
+                     reverb_probability=args.reverb_probability, reverb_rt60_s=args.reverb_rt60,
+                     reverb_drr_db=args.reverb_drr_db, seed=args.seed)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.max_cer is not None and args.cer_check is None:
@@ -161,8 +180,7 @@ def main(argv=None) -> int:
     try:
         from .synth_writer import write_span_dataset
 
-        pool = VoicePool(args.tts, speed=args.speed, speed_jitter=args.speed_jitter, pitch_jitter=args.pitch_jitter,
-                         seed=args.seed)
+        pool = voice_pool(args)
         rows, mode = _input_rows(args)
         transcriber, cer_model = _transcriber(args.cer_check)
         summary = write_span_dataset(rows, args.output, pool, synth_config(args, mode, cer_model), transcriber)

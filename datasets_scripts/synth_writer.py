@@ -4,7 +4,8 @@ Folder layout:
   README.md                                      dataset card (YAML front matter + provenance + statistics)
   data/train-<shard>-of-<shards>-<chunk>.parquet  one part per chunk of `chunk_size` input rows
   .salad-synth/config.json                       the run's settings; a restart must match them
-  .salad-synth/shard-<i>-of-<n>/chunk-<k>.json   the done index: rows written and rows skipped (with reasons)
+  .salad-synth/shard-<i>-of-<n>/chunk-<k>.json   the done index: rows written and rows skipped (with reasons),
+                                                 each spoken row's drawn speed/pitch/noise/reverb ("variations")
   .salad-synth/shard-<i>-of-<n>/done.json         every chunk is done (the card counts finished shards by it)
   .salad-synth/shard-<i>-of-<n>/summary.json      the shard's summary, written last: the run is finished
 A chunk counts as done only when its record exists; the record is written (atomically) after its parquet part,
@@ -96,8 +97,8 @@ def _check_ids(rows: list[dict]) -> None:
 def _run_settings(rows: list[dict], pool, config: SynthConfig) -> dict:
     """Everything that determines the folder's content (stored as .salad-synth/config.json)."""
     return {**config.run_config, "mode": config.mode, "seed": config.seed, "num_shards": config.num_shards,
-            "chunk_size": config.chunk_size, "tts": str(pool), "speed": pool.speed, "speed_jitter": pool.speed_jitter,
-            "pitch_jitter": pool.pitch_jitter, "max_cer": config.max_cer, "audio_format": config.audio_format,
+            "chunk_size": config.chunk_size, "tts": str(pool), **pool.settings(), "max_cer": config.max_cer,
+            "audio_format": config.audio_format,
             "num_input_rows": len(rows), "input_sha256": rows_digest(rows),
             "extra_features": sorted(config.extra_features)}
 
@@ -177,7 +178,8 @@ def _chunk_record(k: int, chunk: list[dict], result: dict, part: Path) -> dict:
             "audio_seconds": result["audio_seconds"], "synth_seconds": result["synth_seconds"],
             "skipped": result["skipped"], "kept_as_text": result["kept_as_text"], "part": part.name,
             "voices": dict(Counter(f"{r['backend']}:{r['voice']}" for r in result["rows"] if r["backend"])),
-            "cer": [r["cer"] for r in result["rows"] if r.get("cer") is not None]}
+            "cer": [r["cer"] for r in result["rows"] if r.get("cer") is not None],
+            "variations": {r["id"]: r.get("variation") for r in result["rows"] if r["backend"]}}
 
 
 def _write_chunks(chunks, done, output_dir: Path, pool, config: SynthConfig, transcriber, features) -> dict:

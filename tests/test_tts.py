@@ -100,7 +100,7 @@ def test_voice_pool_is_stable_and_spreads_voices():
     assert [VoicePool("flite:slt,flite:awb,festival", seed=1).pick(i) for i in ids] != picks
     jitter = VoicePool("flite", speed_jitter=0.1, pitch_jitter=2)
     variations = [jitter.variation(i) for i in ids]
-    assert all(0.9 <= s <= 1.1 and -2 <= p <= 2 for s, p in variations)
+    assert all(0.9 <= v.speed <= 1.1 and -2 <= v.pitch <= 2 for v in variations)
     assert variations == [VoicePool("flite", speed_jitter=0.1, pitch_jitter=2).variation(i) for i in ids]
 
 
