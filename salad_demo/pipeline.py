@@ -153,7 +153,10 @@ class DemoPipeline:
     def voice_pool(self):
         from datasets_scripts.tts import VoicePool
 
-        return VoicePool(self.preset.training_voices, seed=self.preset.seed)
+        p = self.preset
+        return VoicePool(p.training_voices, speed_jitter=p.training_speed_jitter, pitch_jitter=p.training_pitch_jitter,
+                         noise_snr_db=p.training_noise_snr_db, reverb_probability=p.training_reverb_probability,
+                         seed=p.seed)
 
     # ------------------------------------------------------------------------------------------ stages
     def stage_assets(self) -> dict:
