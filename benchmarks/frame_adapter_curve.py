@@ -8,17 +8,18 @@ distillation (teacher = the same LLM reading the text of the span document), mea
 
 Data: the demo's Stage I domain (`salad_demo.pipeline.DemoPipeline` stage `stage1_data`: BIG-bench narrative
 texts as interleaved speech/text span documents spoken by the demo's training voices), of which a seeded part is
-held out. The frozen encoder's states of every clip are computed once into OUT/encoder-states and read from there.
+held out. The frozen encoder's states of every clip are computed once into OUT/encoder-states (the one encoder-state
+cache, `spans.EncoderStatesCache`, keyed by the encoder's identity and the adapter recipe) and read from there.
 
 At each mark (minutes of training time: process CPU time by default, or wall time; evaluation excluded; both
 clocks are recorded in every row)
 the run measures, for the current adapter:
   * held-out KD loss: the distillation objective KL(text-context LLM || speech-context LLM) per distilled token on
     the held-out span documents (`trainers.diagnostics.misalignment`, the teacher is the frozen LLM);
-  * on the demo's held-out multiple-choice questions (BIG-bench general_knowledge + known_unknowns, 2-shot,
-    spoken by the seen eval voice flite:slt): speech accuracy, the gap (base text acc - speech acc), the gap
-    closed vs the untrained adapter (mark 0), and the mean KL from the base LLM's text choice distribution to the
-    model's spoken one.
+  * on the demo's held-out multiple-choice questions (the default preset's `eval_tasks`, the demo's draw and
+    few-shot pool, the first --eval-items scored items of each, 2-shot, spoken by the seen eval voice flite:slt):
+    speech accuracy, the gap (base text acc - speech acc), the gap closed vs the untrained adapter (mark 0), and
+    the mean KL from the base LLM's text choice distribution to the model's spoken one.
 Each row is appended atomically to OUT/curve.jsonl; adapter weights and optimizer state are saved at every mark,
 so a killed run resumes at its last mark (it loses at most one interval). OUT/frame_adapter_curve.png is the plot.
 """
@@ -42,7 +43,6 @@ ADAPTERS = {
                     "adapter_num_layers": 4, "audio_padding": "window"},
     "mlp": {"adapter_type": "mlp", "stack_factor": 8, "adapter_hidden_size": 256, "audio_padding": "window"},
 }
-EVAL_TASKS = ("general_knowledge", "known_unknowns")
 EVAL_VOICE = "flite:slt"
 
 
@@ -119,7 +119,7 @@ class CurveData:
         from salad_demo.demo_data import eval_items
 
         p, benches = self.preset, []
-        for task in EVAL_TASKS:
+        for task in p.eval_tasks:
             items = eval_items(task, p.eval_items_per_task, p.eval_max_question_words, seed=p.seed)
             pool, scored = items[: p.fewshot_pool_size], items[p.fewshot_pool_size:][: self.eval_items]
             benches.append(Benchmark(task, scored, fewshot_pool=pool))
@@ -135,11 +135,14 @@ def build_model(assets: dict, adapter: str, seed: int):
     return build_salad(assets["llm"], assets["whisper"], **ADAPTERS[adapter])
 
 
-def encode_training_clips(data: CurveData, model, processor) -> None:
-    from trainers.data import precompute_encoder_states
+def encode_training_clips(data: CurveData, model, processor):
+    """The encoder-state cache of the training and held-out clips, bound to `model`'s encoder (filled once)."""
+    from spans import EncoderStatesCache
 
-    written = precompute_encoder_states(model, processor, list(data.train) + data.heldout, str(data.encoder_dir))
+    cache = EncoderStatesCache.for_model(model, processor, data.encoder_dir)
+    written = cache.precompute(model, processor, list(data.train) + data.heldout)
     _log(f"encoder states: {written} clips written to {data.encoder_dir}")
+    return cache
 
 
 def base_text_records(data: CurveData) -> dict:
@@ -154,28 +157,34 @@ def base_text_records(data: CurveData) -> dict:
         return json.loads(path.read_text())
     base = AutoModelForCausalLM.from_pretrained(data.assets["llm"]).eval()
     tokenizer = AutoTokenizer.from_pretrained(data.assets["llm"])
-    result = evaluate_model(None, None, base, tokenizer, data.benchmarks(), ("text",),
-                            num_fewshot=data.preset.num_fewshot, max_length=data.preset.eval_max_length,
-                            num_resamples=200, progress=True)
+    result = evaluate_model(None, None, base, tokenizer, data.benchmarks(), eval_config(data.preset, "text", True))
     records = {name: [r["base_text"] for r in recs] for name, recs in result["predictions"].items()}
     atomic_write_json(path, records)
     return records
 
 
 # ------------------------------------------------------------------------------------------------ measuring
+def eval_config(preset, mode: str, progress: bool = False):
+    """The demo's scoring settings (shots, context budget) for one mode."""
+    from evaluation.api import EvalConfig
+
+    return EvalConfig(modes=[mode], num_fewshot=preset.num_fewshot, max_length=preset.eval_max_length,
+                      num_resamples=200, seed=preset.seed, progress=progress)
+
+
 class Measurer:
     """Held-out KD loss and spoken-MC scores of the current model, against the base LLM's text scores."""
 
     def __init__(self, data: CurveData, processor, collator):
         from evaluation.api import EvalCache
         from evaluation.audio import SpokenQuestions
-        from salad_demo.demo_eval import DiskEncoderCache
+        from spans import EncoderStatesCache
 
         self.data, self.processor, self.collator = data, processor, collator
         self.base = base_text_records(data)
         self.spoken = SpokenQuestions(EVAL_VOICE, data.out / "eval-tts")
-        # frame adapters of one stack factor read the same padded-window encoder states: one cache for both
-        self.cache = EvalCache(encoder=DiskEncoderCache(data.out / "eval-encoder" / "whisper-tiny.en-window-s8"))
+        # entries are keyed by the encoder's identity (weights, padding, adapter recipe): one folder serves both
+        self.cache = EvalCache(encoder=EncoderStatesCache(data.out / "eval-encoder", keep_in_memory=True))
 
     def __call__(self, model, predictions_dir: Path | None = None) -> dict:
         """Scores of `model`; with `predictions_dir`, per-item records (base text + speech choice log-likelihoods)
@@ -187,10 +196,8 @@ class Measurer:
 
         start = time.perf_counter()
         heldout_kd = misalignment(model, self.processor, self.data.heldout, collator=self.collator)
-        p = self.data.preset
-        result = evaluate_model(model, self.processor, None, None, self.data.benchmarks(), ("speech",),
-                                num_fewshot=p.num_fewshot, max_length=p.eval_max_length, spoken=self.spoken,
-                                cache=self.cache, num_resamples=200, progress=False)
+        result = evaluate_model(model, self.processor, None, None, self.data.benchmarks(),
+                                eval_config(self.data.preset, "speech"), spoken=self.spoken, cache=self.cache)
         base_correct, speech_correct, kls = [], [], []
         for name, records in result["predictions"].items():
             base = {r["id"]: r for r in self.base[name]}
@@ -308,9 +315,9 @@ def run_adapter(data: CurveData, adapter: str, marks: list[float], args) -> None
         _log(f"{adapter}: every mark measured already")
         return
     model, processor = build_model(data.assets, adapter, args.seed)
-    encode_training_clips(data, model, processor)
+    encoder_cache = encode_training_clips(data, model, processor)
     collator = SpanDocumentCollator(processor, max_length=args.max_length, speech_policy="all", seed=args.seed,
-                                    encoder_cache=str(data.encoder_dir))
+                                    encoder_cache=encoder_cache)
     config = DistillationConfig(
         output_dir=str(data.out / f"train-{adapter}"), trainable="adapter", alpha=1.0, beta=0.0,
         learning_rate=args.learning_rate, adapter_learning_rate=args.learning_rate,

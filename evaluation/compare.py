@@ -32,11 +32,15 @@ REFERENCE_MODE = "base_text"
 
 # ------------------------------------------------------------------------------------------------ loading
 def load_predictions(run: str | Path) -> dict[tuple[str, str], dict]:
-    """{(benchmark, item id): record} of a run folder (or its predictions/ folder)."""
+    """{(benchmark, item id): record} of a run folder (or its predictions/ folder).
+
+    A benchmark named with a slash (a BIG-bench subtask such as "arithmetic/1_digit_multiplication") is written as
+    predictions/arithmetic/1_digit_multiplication.jsonl, so files are found in subfolders too and the benchmark is
+    the path below predictions/ without ".jsonl"."""
     folder = Path(run)
     if (folder / "predictions").is_dir():
         folder = folder / "predictions"
-    files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    files = sorted(folder.rglob("*.jsonl")) if folder.is_dir() else []
     if not files:
         raise ValueError(f"{run}: no predictions/<benchmark>.jsonl files (is it a salad-eval output folder?)")
     records = {}
@@ -44,7 +48,7 @@ def load_predictions(run: str | Path) -> dict[tuple[str, str], dict]:
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 record = json.loads(line)
-                records[(path.stem, str(record["id"]))] = record
+                records[(path.relative_to(folder).with_suffix("").as_posix(), str(record["id"]))] = record
     return records
 
 

@@ -126,6 +126,22 @@ def test_choice_kl_by_benchmark(tmp_path):
     assert choice_kl_by_benchmark(run) == pytest.approx({"t1": 0.5 * LN(25 / 9) / 2, "t2": 0.0})
 
 
+def test_compare_reads_subtask_benchmarks(tmp_path):
+    # a benchmark named "arithmetic/1_digit_multiplication" is written as predictions/arithmetic/...jsonl
+    runs = []
+    for name, correct in (("a", [True, False]), ("b", [True, True])):
+        run = write_run(tmp_path / name, [True])
+        nested = run / "predictions" / "arithmetic" / "1_digit_multiplication.jsonl"
+        nested.parent.mkdir()
+        nested.write_text("".join(json.dumps({"id": f"m{i}", "answer": 0, "base_text": scores(True, EVEN),
+                                              "speech": scores(c, EVEN)}) + "\n" for i, c in enumerate(correct)))
+        runs.append(run)
+    assert sorted(load_predictions(runs[0])) == [("arithmetic/1_digit_multiplication", "m0"),
+                                                 ("arithmetic/1_digit_multiplication", "m1"), ("t", "q0")]
+    result = compare_runs(runs)
+    assert result["n"] == 3 and (result["comparisons"][0]["gained"], result["comparisons"][0]["lost"]) == (1, 0)
+
+
 def test_gap_by_cascade_bucket_by_hand(tmp_path):
     # base text right everywhere; cascade right on q0..q2, wrong on q3..q4; speech right on q0, q1, q3
     run = write_run(tmp_path / "r", [True, True, False, True, False], cascade=[True, True, True, False, False])
