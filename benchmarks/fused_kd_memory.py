@@ -2,6 +2,7 @@
 
     python benchmarks/fused_kd_memory.py --shape 3b               # every path, each in a fresh subprocess
     python benchmarks/fused_kd_memory.py --shape 7b --paths fused materialized
+    python benchmarks/fused_kd_memory.py --shape 7b --positions 512 --profile /tmp/prof   # where the time goes
 
 The step is the loss part of a Stage I step at the real shapes: the student's final hidden states [positions, H]
 (with grad) and its LM head [V_s, H] (trained, or frozen with ``--frozen-head``), the teacher's hidden states and
@@ -18,6 +19,14 @@ mmap-backed and returned to the OS when freed) minus the RSS after the inputs ar
 subprocess per path; the inputs are filled in place, so setting up leaves no higher mark. Each child also writes
 its gradients' fingerprint (the hidden-state gradient, a fixed sample of 2^20 head-gradient entries, the
 head-gradient norm) so the parent checks that every path returns the same gradients.
+
+Time is reported as wall seconds and as the child's CPU seconds (user + system, and system alone: mostly the
+kernel's page faults). On a shared machine the CPU time is the comparable one; each row carries the 1-minute load
+average before and after its child.
+
+``--profile DIR`` runs each child's step under ``torch.profiler`` (CPU, op-level self time, input shapes) and
+writes ``DIR/<path>.txt``: the self time per phase (the head matmuls told apart by their shapes), then the top
+ops. The profiled step's time and memory include the profiler's bookkeeping (a few hundred large ops: small).
 """
 
 from __future__ import annotations
@@ -76,6 +85,65 @@ def _step(path, args, student_hidden, student_weight, teacher_hidden, teacher_we
     return distillation_loss(student_logits, teacher_logits, chunk_size=chunk)
 
 
+def _phase(name: str, shapes: list, vocab_sizes: set) -> str:
+    """The phase an op's self time belongs to, from its name and input shapes."""
+    if not name.startswith("aten::"):
+        return "autograd nodes and Python (self time outside aten ops)"
+    if name in ("aten::mm", "aten::addmm", "aten::addmm_"):
+        dims = [tuple(s) for s in shapes if len(s) == 2]
+        if name != "aten::mm" or (len(dims) == 2 and dims[0][0] in vocab_sizes):
+            return "grad wrt head weight ([V, c] @ [c, H] into [V, H])"
+        if len(dims) == 2 and dims[0][1] in vocab_sizes:
+            return "grad wrt hidden ([c, V] @ [V, H])"
+        return "head matmuls, forward ([c, H] @ [H, V], student and teacher)"
+    if name in ("aten::copy_", "aten::to", "aten::_to_copy", "aten::clone", "aten::contiguous"):
+        return "copies and dtype conversions"
+    if name in ("aten::zeros_like", "aten::zero_", "aten::fill_", "aten::empty", "aten::empty_like",
+                "aten::zeros", "aten::empty_strided"):
+        return "allocation and zero-fill"
+    if "softmax" in name:
+        return "log_softmax (and its backward)"
+    return "elementwise and reductions (exp, sub, mul, bmm row dots, sums, ...)"
+
+
+def _profile_report(prof, vocab_sizes: set) -> str:
+    phases: dict = {}
+    events = prof.key_averages(group_by_input_shape=True)
+    for event in events:
+        if event.self_cpu_time_total <= 0:
+            continue
+        phase = _phase(event.key, event.input_shapes or [], vocab_sizes)
+        total, count = phases.get(phase, (0.0, 0))
+        phases[phase] = (total + event.self_cpu_time_total / 1e6, count + event.count)
+    whole = sum(total for total, _ in phases.values()) or 1.0
+    lines = [f"{'phase':70s} {'self s':>8s} {'share':>6s} {'calls':>6s}"]
+    for phase, (total, count) in sorted(phases.items(), key=lambda item: -item[1][0]):
+        lines.append(f"{phase:70s} {total:8.2f} {100 * total / whole:5.1f}% {count:6d}")
+    lines.append(f"{'all ops':70s} {whole:8.2f}")
+    table = events.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=40,
+                         max_shapes_column_width=70)
+    return "\n".join(lines) + "\n\n" + table
+
+
+def _load1() -> str:
+    with open("/proc/loadavg") as f:
+        return f.read().split()[0]
+
+
+def _cpu_seconds() -> tuple:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
+def _timed_step(args, tensors):
+    """The step's loss, wall seconds and CPU seconds (user, system: the kernel's page-fault work)."""
+    start, (user, system) = time.perf_counter(), _cpu_seconds()
+    loss = _step(args.child, args, *tensors)
+    loss.backward()
+    user_end, system_end = _cpu_seconds()
+    return loss, time.perf_counter() - start, (user_end - user, system_end - system)
+
+
 def run_child(args) -> dict:
     import torch
 
@@ -86,10 +154,16 @@ def run_child(args) -> dict:
 
     tensors = _inputs(args)
     base_rss, base_peak = _rss_mb(), _peak_mb()
-    start = time.perf_counter()
-    loss = _step(args.child, args, *tensors)
-    loss.backward()
-    seconds = time.perf_counter() - start
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            loss, seconds, cpu_seconds = _timed_step(args, tensors)
+        vocab_sizes = {tensors[1].shape[0], tensors[3].shape[0]}
+        with open(os.path.join(args.profile, f"{args.child}.txt"), "w") as f:
+            f.write(_profile_report(prof, vocab_sizes))
+    else:
+        loss, seconds, cpu_seconds = _timed_step(args, tensors)
     peak = _peak_mb()
     student_hidden, student_weight = tensors[0], tensors[1]
     fingerprint = {"loss": loss.detach(), "grad_hidden": student_hidden.grad}
@@ -99,7 +173,8 @@ def run_child(args) -> dict:
         fingerprint["grad_weight_norm"] = student_weight.grad.norm()
     torch.save(fingerprint, args.fingerprint)
     return {"path": args.child, "extra_peak_mb": round(peak - max(base_rss, base_peak), 1),
-            "inputs_rss_mb": round(base_rss, 1), "seconds": round(seconds, 2), "loss": float(loss),
+            "inputs_rss_mb": round(base_rss, 1), "seconds": round(seconds, 2),
+            "cpu_seconds": round(sum(cpu_seconds), 2), "sys_seconds": round(cpu_seconds[1], 2), "loss": float(loss),
             "threads": torch.get_num_threads()}
 
 
@@ -122,6 +197,7 @@ def main(argv=None):
     parser.add_argument("--frozen-head", action="store_true", help="the student's LM head does not train")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
+    parser.add_argument("--profile", metavar="DIR", help="profile each path's step; tables go to DIR/<path>.txt")
     parser.add_argument("--child", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--fingerprint", help=argparse.SUPPRESS)
     parser.add_argument("--json", help="also write the results here")
@@ -131,10 +207,14 @@ def main(argv=None):
         return 0
     common = ["--shape", args.shape, "--positions", str(args.positions), "--chunk", str(args.chunk)]
     common += (["--frozen-head"] if args.frozen_head else []) + ["--threads", str(args.threads)]
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
+        common += ["--profile", os.path.abspath(args.profile)]
     results, fingerprints = {}, {}
     with tempfile.TemporaryDirectory() as folder:
         for path in args.paths:
             fingerprints[path] = os.path.join(folder, f"{path}.pt")
+            load_before = _load1()
             out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", path, "--fingerprint",
                                   fingerprints[path], *common], capture_output=True, text=True)
             if out.returncode != 0:
@@ -142,6 +222,7 @@ def main(argv=None):
                 fingerprints.pop(path)
                 continue
             results[path] = json.loads(out.stdout.strip().splitlines()[-1])
+            results[path]["load_before_after"] = [load_before, _load1()]
             print(json.dumps(results[path]), flush=True)
         errors = _compare(fingerprints) if fingerprints else {}
     for path, error in errors.items():

@@ -1,7 +1,10 @@
 import math
+import weakref
 
 import pytest
 import torch
+import torch.utils._python_dispatch
+import torch.utils._pytree
 
 from trainers.losses import distillation_loss, salad_objective
 
@@ -177,6 +180,37 @@ def test_fused_chunk_sizes_and_one_chunk_agree():
     for other in results[1:]:
         for a, b in zip(other, results[0]):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+class _LiveChunkBuffers(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the distinct storages of at least ``numel`` elements alive after each op; keeps the peak."""
+
+    def __init__(self, numel):
+        super().__init__()
+        self.numel, self.refs, self.peak = numel, {}, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().nbytes() >= self.numel * t.element_size():
+                self.refs.setdefault(t.untyped_storage().data_ptr(), []).append(weakref.ref(t))
+        self.refs = {ptr: refs for ptr, refs in self.refs.items() if any(ref() is not None for ref in refs)}
+        self.peak = max(self.peak, len(self.refs))
+        return out
+
+
+@pytest.mark.parametrize("alpha, beta, tau, most", [(1.0, 0.0, 1.0, 3), (1.0, 1.0, 2.0, 3), (0.4, 0.0, 2.0, 4)])
+def test_fused_keeps_few_chunk_buffers_alive(alpha, beta, tau, most):
+    """At the endpoints β ∈ {0, 1} at most three [chunk, V] buffers exist at once (four with the NLL term)."""
+    from trainers.losses import fused_salad_objective
+
+    chunk, vocab = 10, 64  # a chunk's logits outsize the heads [V, 8] (not counted); 26 rows: 3 chunks
+    hidden, weight, teacher_hidden, teacher_weight, targets, _ = _heads(seed=9, vocab=vocab + 1, teacher_vocab=vocab)
+    hidden, weight = hidden.requires_grad_(), weight.requires_grad_()
+    with _LiveChunkBuffers(chunk * vocab) as live:
+        fused_salad_objective(hidden, weight, teacher_hidden, teacher_weight, targets, None, alpha, beta, tau,
+                              chunk_size=chunk)[0].backward()
+    assert live.peak <= most, live.peak
 
 
 def test_fused_without_grad_and_without_teacher():

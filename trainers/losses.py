@@ -86,11 +86,25 @@ def per_token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Ten
     return div * (temperature ** 2)
 
 
+def _log_probs(logits: torch.Tensor, tau: float, owned: bool = False) -> torch.Tensor:
+    """``log_softmax(logits / τ)`` over the last dimension, in the compute dtype.
+
+    ``owned``: the caller drops ``logits`` afterwards, so they may be divided in place (no [c, V] temporary).
+    """
+    z = logits.to(_compute_dtype(logits.dtype))
+    if tau != 1.0:
+        z = z.div_(tau) if owned else z / tau
+    return F.log_softmax(z, dim=-1)
+
+
 def _chunk_value_and_grads(zs: torch.Tensor, zt: torch.Tensor, beta: float, tau: float, need_s: bool, need_t: bool):
     """One chunk [c, V]: summed divergence and its analytic gradients w.r.t. both logits (τ² included)."""
-    dtype = _compute_dtype(zs.dtype)
-    s = F.log_softmax(zs.to(dtype) / tau, dim=-1)
-    t = F.log_softmax(zt.to(dtype) / tau, dim=-1)
+    return _divergence_and_grads(_log_probs(zs, tau), _log_probs(zt, tau), beta, tau, need_s, need_t)
+
+
+def _divergence_and_grads(s: torch.Tensor, t: torch.Tensor, beta: float, tau: float, need_s: bool, need_t: bool):
+    """:func:`_chunk_value_and_grads` from the chunk's log-probabilities at temperature τ."""
+    dtype = s.dtype
     q, p = s.exp(), t.exp()
     if beta == 0.0:
         g_t = t - s                                     # dL/dlog p (up to the softmax projection)
@@ -253,18 +267,16 @@ def _row_dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).reshape(-1)
 
 
-def _student_chunk(zs: torch.Tensor, zt: torch.Tensor, beta: float, tau: float, need_grad: bool):
-    """One chunk [c, V]: summed divergence (τ² included) and its gradient w.r.t. the student logits only.
+def _student_chunk(s: torch.Tensor, t: torch.Tensor, beta: float, tau: float, need_grad: bool):
+    """One chunk: summed divergence (τ² included) and its gradient w.r.t. the student logits only.
 
-    The same values as :func:`_chunk_value_and_grads` at the endpoints β ∈ {0, 1} with fewer [c, V] passes and
-    buffers (the loss is memory-bound on CPU); the mixture (0 < β < 1) goes through it.
+    s, t: the student's and teacher's log-probabilities at temperature τ, [c, V]; ``s`` may be overwritten (it becomes
+    the gradient). The same values as :func:`_divergence_and_grads` at the endpoints β ∈ {0, 1} with fewer [c, V]
+    passes and buffers (the loss is memory-bound on CPU); the mixture (0 < β < 1) goes through it.
     """
     if 0.0 < beta < 1.0:
-        value, grad, _ = _chunk_value_and_grads(zs, zt, beta, tau, need_grad, False)
+        value, grad, _ = _divergence_and_grads(s, t, beta, tau, need_grad, False)
         return value, grad
-    dtype = _compute_dtype(zs.dtype)
-    s = F.log_softmax(zs.to(dtype) if tau == 1.0 else zs.to(dtype) / tau, dim=-1)
-    t = F.log_softmax(zt.to(dtype) if tau == 1.0 else zt.to(dtype) / tau, dim=-1)
     if beta == 0.0:  # KL(p ‖ q): value Σ p (t − s), gradient τ (q − p)
         p = t.exp()
         value = (_row_dots(p, t) - _row_dots(p, s)).sum()
@@ -328,6 +340,7 @@ class _FusedLinearObjective(torch.autograd.Function):
                     grad_h[rows] = grad_logits @ weight
                 if need_w:
                     grad_w_used.addmm_(grad_logits.t().to(grad_w.dtype), hidden.to(grad_w.dtype))
+                del grad_logits  # else it is alive through the next chunk's forward
         ctx.grads = (grad_h, grad_w)
         kd_sum, nll_sum = sums[0], sums[1]
         total = alpha * kd_sum + (1.0 - alpha) * nll_sum
@@ -345,25 +358,29 @@ class _FusedLinearObjective(torch.autograd.Function):
 
 
 def _fused_chunk(hidden, heads, teacher_hidden, targets, rows, alpha, beta, tau, sums, need_grad):
-    """One chunk: adds its divergence and NLL to ``sums``; returns d(weighted sum)/d(student logits) or None."""
+    """One chunk: adds its divergence and NLL to ``sums``; returns d(weighted sum)/d(student logits) or None.
+
+    Each [c, V] buffer is dropped once used (the logits right after their log-softmax), so at the endpoints
+    β ∈ {0, 1} at most three of them (four with the NLL term) are alive at a time.
+    """
     weight, teacher_weight = heads
     logits = hidden @ weight.t()
     grad = None
+    if alpha < 1:
+        value, grad = _chunk_nll_and_grad(logits, targets[rows], need_grad)
+        sums[1] += value
+        if grad is not None:
+            grad.mul_(1.0 - alpha)
     if alpha > 0:
-        teacher_logits = teacher_hidden[rows].to(teacher_weight.dtype) @ teacher_weight.t()
-        value, grad_kd = _student_chunk(logits, teacher_logits, beta, tau, need_grad)
-        del teacher_logits
+        student = _log_probs(logits, tau, owned=True)
+        del logits
+        teacher = _log_probs(teacher_hidden[rows].to(teacher_weight.dtype) @ teacher_weight.t(), tau, owned=True)
+        value, grad_kd = _student_chunk(student, teacher, beta, tau, need_grad)
+        del student, teacher
         sums[0] += value
         if need_grad:
-            grad = grad_kd.mul_(alpha) if alpha < 1 else grad_kd
-    if alpha < 1:
-        value, grad_nll = _chunk_nll_and_grad(logits, targets[rows], need_grad)
-        sums[1] += value
-        if need_grad:
-            grad_nll.mul_(1.0 - alpha)
-            if grad is not None:
-                grad_nll += grad
-            grad = grad_nll
+            grad_kd = grad_kd.mul_(alpha) if alpha < 1 else grad_kd
+            grad = grad_kd if grad is None else grad.add_(grad_kd)
     return grad
 
 
