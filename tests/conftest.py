@@ -3,6 +3,10 @@
 Usage in any test:  `def test_x(tiny_salad): model, processor = tiny_salad(adapter_type="mlp")`.
 """
 
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +108,33 @@ def save_tiny_checkpoint(root):
     model.save_pretrained(ckpt)
     processor.save_pretrained(ckpt)
     return ckpt, base
+
+
+# First lines of a loader script run by `run_isolated`: this repository's packages cannot be imported, so a saved
+# folder must stand on its own remote code.
+BLOCK_PROJECT_IMPORTS = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("modeling_salad", "salad_demo", "trainers"):
+                raise ModuleNotFoundError(name)
+            return None
+
+    sys.meta_path.insert(0, Block())
+    """
+)
+
+
+def run_isolated(loader: str, folder, tmp_path, cwd=None):
+    """Run `loader` as `python -I load.py FOLDER OUT` offline without PYTHONPATH; return `torch.load(OUT)`."""
+    script = Path(tmp_path) / "load.py"
+    script.write_text(loader)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(Path(tmp_path) / "hf_home"), TRANSFORMERS_VERBOSITY="error")
+    out = Path(tmp_path) / "out.pt"
+    proc = subprocess.run([sys.executable, "-I", str(script), str(folder), str(out)], cwd=cwd or tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return torch.load(out)

@@ -238,11 +238,8 @@ def test_lora_on_the_decoder_trains_only_lora_weights():
 
 
 def test_remote_code_round_trip_in_isolated_subprocess(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     import soundfile
+    from conftest import run_isolated
     from test_remote_code import LOADER
 
     model, processor = tiny_model(posterior_temperature=0.9)
@@ -256,14 +253,7 @@ def test_remote_code_round_trip_in_isolated_subprocess(tmp_path):
         generated = model.generate(**inputs, max_new_tokens=3, do_sample=False)
     torch.save({**inputs, "text": text, "audio": [torch.from_numpy(a) for a in audio]}, folder / "inputs.pt")
     soundfile.write(folder / "clip.wav", audio[0], 16000)  # the loader also runs the any-to-any pipeline on it
-    script = tmp_path / "load.py"
-    script.write_text(LOADER)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), TRANSFORMERS_VERBOSITY="error")
-    proc = subprocess.run([sys.executable, "-I", str(script), str(folder), str(tmp_path / "out.pt")], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = torch.load(tmp_path / "out.pt")
+    result = run_isolated(LOADER, folder, tmp_path)
     assert result["same_inputs"] and result["AutoModelForCausalLM_module"].startswith("transformers_modules")
     torch.testing.assert_close(result["AutoModelForCausalLM"], expected)
     assert torch.equal(result["generated"], generated)

@@ -1,8 +1,6 @@
 """projector_lora_r: LoRA on the adapter (the posterior front end's Whisper decoder), merged into every checkpoint."""
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -10,10 +8,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
+from conftest import BLOCK_PROJECT_IMPORTS, run_isolated
 from test_posterior_adapter import speech_inputs, tiny_model
-from trainers import DistillationConfig, DistillationTrainer
-from trainers.config import DataArguments
-from trainers.data import build_training_dataset
+from test_trainer import dataset  # noqa: F401  (the module-scoped fixture)
+from test_trainer import make_args as trainer_args
+from trainers import DistillationTrainer
 from trainers.saving import lora_modules, merged_state_dict
 
 pytestmark = pytest.mark.timeout(300)
@@ -23,17 +22,8 @@ OWN = {"multi_modal_projector.log_temperature", "multi_modal_projector.filler"}
 DEFAULT_TARGETS = {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"}
 
 # Loads a folder where neither this repository's packages nor peft can be imported: the checkpoint must stand alone.
-LOADER = textwrap.dedent(
+LOADER = BLOCK_PROJECT_IMPORTS + textwrap.dedent(
     """
-    import importlib.abc, sys
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("modeling_salad", "salad_demo", "trainers"):
-                raise ModuleNotFoundError(name)
-            return None
-
-    sys.meta_path.insert(0, Block())
     sys.modules["peft"] = None  # `import peft` fails and find_spec reports it missing, as where it is not installed
     import torch
     from transformers import AutoModel
@@ -47,18 +37,8 @@ LOADER = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def dataset():
-    return build_training_dataset(DataArguments(tiny_documents=4), text_replay_ratio=0.0)
-
-
 def make_args(tmp_path, **overrides):
-    values = dict(output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=2, logging_steps=1,
-                  report_to="none", save_strategy="no", learning_rate=1e-2, adapter_learning_rate=2e-2,
-                  max_length=128, kd_chunk_size=16, seed=0, lr_scheduler_type="constant",
-                  dataloader_num_workers=0, disable_tqdm=True, use_cpu=True, bf16=False, projector_lora_r=4)
-    values.update(overrides)
-    return DistillationConfig(**values)
+    return trainer_args(tmp_path, **{"max_steps": 3, "projector_lora_r": 4, **overrides})
 
 
 def posterior_trainer(tmp_path, dataset, callbacks=None, **overrides):
@@ -96,14 +76,7 @@ def saved_state(folder):
 
 def load_isolated(folder, tmp_path):
     """The folder loaded by AutoModel(trust_remote_code=True) in a subprocess without this repository or peft."""
-    script = tmp_path / "load.py"
-    script.write_text(LOADER)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), TRANSFORMERS_VERBOSITY="error")
-    proc = subprocess.run([sys.executable, "-I", str(script), str(folder), str(tmp_path / "out.pt")], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return torch.load(tmp_path / "out.pt")
+    return run_isolated(LOADER, folder, tmp_path)
 
 
 def test_a_short_run_moves_the_merged_decoder_and_saves_plain_checkpoints(tmp_path, dataset):

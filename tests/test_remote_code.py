@@ -1,9 +1,6 @@
 """save_pretrained -> Auto* with trust_remote_code=True, in a subprocess where `modeling_salad` cannot be imported."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -11,19 +8,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import make_tiny_salad, sine
+from conftest import BLOCK_PROJECT_IMPORTS, make_tiny_salad, run_isolated, sine
 
-LOADER = textwrap.dedent(
+LOADER = BLOCK_PROJECT_IMPORTS + textwrap.dedent(
     """
-    import importlib.abc, sys
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("modeling_salad", "salad_demo", "trainers"):
-                raise ModuleNotFoundError(name)
-            return None
-
-    sys.meta_path.insert(0, Block())
     import torch
     from transformers import AutoModel, AutoModelForCausalLM, AutoProcessor
 
@@ -85,16 +73,9 @@ def test_remote_code_round_trip(tmp_path, build):
         answer_ids = model.generate(**chat_inputs, max_new_tokens=3, do_sample=False)
     answer_ids = answer_ids[0, chat_inputs["input_ids"].shape[1]:]
     answer = processor.tokenizer.decode(answer_ids, skip_special_tokens=True)
-    script = tmp_path / "load.py"
-    script.write_text(LOADER)
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), TRANSFORMERS_VERBOSITY="error")
-    proc = subprocess.run([sys.executable, "-I", str(script), str(folder), str(tmp_path / "out.pt")], cwd=workdir,
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = torch.load(tmp_path / "out.pt")
+    result = run_isolated(LOADER, folder, tmp_path, cwd=workdir)
     assert result["processor"] == "SaladProcessor" and result["same_inputs"]
     for name in ("AutoModel", "AutoModelForCausalLM"):
         assert result[name + "_class"] == "SaladForCausalLM"
