@@ -28,6 +28,10 @@ VARIANTS = {  # name -> projector settings (hard = argmax mode)
     "T=1 top16": dict(temperature=1.0, top_k=16),
     "T=1 full vocab": dict(temperature=1.0, top_k=0),
     "T=2 top16": dict(temperature=2.0, top_k=16),
+    "argmax, fillers first": dict(hard=True, fillers_first=True),
+    "argmax, pieces spread": dict(hard=True, spread_pieces=True),
+    "argmax, spread + fillers first": dict(hard=True, spread_pieces=True, fillers_first=True),
+    "T=1 top16, spread + fillers first": dict(temperature=1.0, top_k=16, spread_pieces=True, fillers_first=True),
 }
 
 
@@ -54,8 +58,10 @@ def synthesize(voice: str, texts: list[str], cache_dir: Path) -> list[np.ndarray
     return clips
 
 
-def configure(projector, hard=False, temperature=1.0, top_k=16, first_piece_only=False):
+def configure(projector, hard=False, temperature=1.0, top_k=16, first_piece_only=False, spread_pieces=False,
+              fillers_first=False):
     projector.hard, projector.top_k, projector.first_piece_only = hard, top_k, first_piece_only
+    projector.spread_pieces, projector.fillers_first = spread_pieces, fillers_first
     with torch.no_grad():
         projector.log_temperature.fill_(math.log(temperature))
 
@@ -78,7 +84,7 @@ def summarize(name, scores, text_scores, reference=None):
     return row
 
 
-def evaluate_variants(model, processor, whisper_tokenizer, items, clips, num_fewshot=3):
+def evaluate_variants(model, processor, whisper_tokenizer, items, clips, num_fewshot=3, variants=tuple(VARIANTS)):
     """Rows per variant (+ text, cascade) on all items of one voice."""
     from evaluation.prompts import FewShotSampler
     from evaluation.scorer import MultipleChoiceScorer
@@ -90,7 +96,7 @@ def evaluate_variants(model, processor, whisper_tokenizer, items, clips, num_few
         for clip in clips:
             features = processor.extract_audio_features([clip])
             states.append(model.encode_audio(features["input_features"], features["input_features_mask"]))
-    text_scores, cascade_scores, speech = [], [], {name: [] for name in VARIANTS}
+    text_scores, cascade_scores, speech = [], [], {name: [] for name in variants}
     pieces = {"tokens": 0, "multi": 0}
     for (task, item, pool), (state, mask) in zip(items, states):
         scorer = MultipleChoiceScorer(model, processor.tokenizer, FewShotSampler(pool, num_fewshot), 768)
@@ -103,13 +109,13 @@ def evaluate_variants(model, processor, whisper_tokenizer, items, clips, num_few
             cascade_scores.append(scorer.score_text(item, whisper_tokenizer.decode(ids).strip()))
             audio = {"audio_encoder_states": state, "audio_encoder_mask": mask,
                      "num_placeholders": int(projector.slot_mask(mask).sum())}
-            for name, settings in VARIANTS.items():
-                configure(projector, **settings)
+            for name in variants:
+                configure(projector, **VARIANTS[name])
                 speech[name].append(scorer.score_speech(item, audio))
     reference = speech["argmax (transcript adapter)"]
     rows.append(summarize("text (base LLM)", text_scores, text_scores))
     rows.append(summarize("ASR cascade (lossless pieces)", cascade_scores, text_scores, reference))
-    for name in VARIANTS:
+    for name in variants:
         rows.append(summarize(name, speech[name], text_scores, reference))
     return rows, pieces, states
 
@@ -162,6 +168,10 @@ def main(argv=None):
     parser.add_argument("--audio-cache", default="runs/posterior_fe_audio")
     parser.add_argument("--out", default="runs/posterior_fe.json")
     parser.add_argument("--save-states", default=None, help="folder for each voice's precomputed states (.pt)")
+    parser.add_argument("--variants", default=";".join(VARIANTS), help="names of VARIANTS separated by ';' "
+                        "(the first must be 'argmax (transcript adapter)', the paired reference)")
+    parser.add_argument("--num-fewshot", type=int, default=3)
+    parser.add_argument("--skip-top-k", action="store_true", help="skip the top-k truncation timing")
     args = parser.parse_args(argv)
     from transformers import AutoTokenizer
 
@@ -177,14 +187,15 @@ def main(argv=None):
     report = {"voices": {}}
     for voice in args.voices.split(","):
         clips = synthesize(voice, [item["question"] for _, item, _ in items], Path(args.audio_cache))
-        rows, pieces, states = evaluate_variants(model, processor, whisper_tokenizer, items, clips)
+        rows, pieces, states = evaluate_variants(model, processor, whisper_tokenizer, items, clips, args.num_fewshot,
+                                                 args.variants.split(";"))
         report["voices"][voice] = {"rows": rows, "pieces": pieces}
         if args.save_states:
             torch.save(states, Path(args.save_states) / f"states_{voice.replace(':', '_')}.pt")
         print(voice, json.dumps(pieces), flush=True)
         for row in rows:
             print(json.dumps(row), flush=True)
-        if "top_k" not in report:
+        if "top_k" not in report and not args.skip_top_k:
             report["top_k"] = top_k_costs(model, states)
             for row in report["top_k"]:
                 print(json.dumps(row), flush=True)

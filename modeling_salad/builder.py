@@ -38,6 +38,7 @@ ADAPTER_KWARGS = (
     "posterior_temperature",
     "posterior_top_k",
     "posterior_pieces",
+    "posterior_fillers",
 )
 
 

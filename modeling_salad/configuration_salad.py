@@ -60,7 +60,12 @@ class SaladConfig(PreTrainedConfig):
             renormalized over them); 0 = the whole Whisper vocabulary (measured: as fast on CPU, the decoder
             dominates; top-16 is 2.6 % off on average, up to 28 % on uncertain slots; benchmarks/RESULTS.md).
         posterior_pieces (`str`, defaults to `"mean"`): Posterior front end: a Whisper token whose text is several
-            LLM tokens gives their mean embedding (`"mean"`) or the first one's (`"first"`).
+            LLM tokens gives their mean embedding (`"mean"`), the first one's (`"first"`), or one slot per piece
+            (`"spread"`: the LLM reads its own tokenization of the transcript; pieces take the slots that would
+            otherwise hold the filler, and what does not fit in a chunk's slots is dropped; needs top-k > 0).
+        posterior_fillers (`str`, defaults to `"end"`): Posterior front end: where a chunk's unused slots (the
+            learned filler) go: after the transcript (`"end"`) or before it (`"start"`, so that the recognized
+            words run straight into the text that follows the clip).
     """
 
     model_type = "salad"
@@ -88,6 +93,7 @@ class SaladConfig(PreTrainedConfig):
     posterior_temperature: float = 1.0
     posterior_top_k: int = 0
     posterior_pieces: str = "mean"
+    posterior_fillers: str = "end"
 
     def __post_init__(self, **kwargs):
         for name in ("text_config", "audio_config"):

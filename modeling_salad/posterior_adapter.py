@@ -29,7 +29,8 @@ from .projectors import SaladProjector, register_projector
 from .transcript_adapter import (bridge_embeddings, greedy_decode_slots, transcript_slots, vocabulary_bridge,
                                  whisper_transcribe_prompt)
 
-POSTERIOR_PIECE_MODES = ("mean", "first")
+POSTERIOR_PIECE_MODES = ("mean", "first", "spread")
+POSTERIOR_FILLER_MODES = ("end", "start")
 WHISPER_WINDOW_FRAMES = 1500  # encoder frames of Whisper's 30 s window (every released Whisper)
 
 
@@ -83,6 +84,42 @@ def top_k_posterior(logits: torch.Tensor, temperature: torch.Tensor, top_k: int)
     return torch.softmax(top.values / temperature, dim=-1), top.indices
 
 
+def spread_piece_embeddings(weights: torch.Tensor, candidates: torch.Tensor, greedy: torch.Tensor,
+                            bridge_ids: torch.Tensor, bridge_counts: torch.Tensor, text_embeddings: nn.Module):
+    """One LLM input per LLM piece of each greedy token (`posterior_pieces="spread"`).
+
+    `weights`/`candidates` `[R, k]` (the slot posterior), `greedy` `[R]` -> `(embeddings [P, H], owner [P],
+    piece [P])`: the greedy token of row r has `max(count, 1)` pieces, and its j-th input is the expectation over the
+    candidates of their j-th piece (a candidate with fewer pieces gives its last one; one with none gives 0). At
+    temperature 0 this is the LLM's own tokenization of the transcript, piece by piece.
+    """
+    sizes = bridge_counts[greedy].clamp(min=1)
+    owner = torch.repeat_interleave(torch.arange(greedy.shape[0], device=greedy.device), sizes)
+    starts = torch.cumsum(sizes, 0) - sizes
+    piece = torch.arange(owner.shape[0], device=greedy.device) - starts[owner]
+    cand = candidates[owner]  # [P, k]
+    cand_counts = bridge_counts[cand]
+    index = torch.minimum(piece[:, None], (cand_counts - 1).clamp(min=0))
+    ids = bridge_ids[cand].gather(-1, index[..., None])[..., 0]
+    embedded = text_embeddings(ids) * (cand_counts > 0)[..., None].to(text_embeddings.weight.dtype)
+    return (weights[owner][..., None].to(embedded.dtype) * embedded).sum(-2), owner, piece
+
+
+def place_in_slots(out: torch.Tensor, values: torch.Tensor, row: torch.Tensor, order: torch.Tensor,
+                   slot_mask: torch.Tensor, fillers_first: bool) -> torch.Tensor:
+    """Write `values [P, H]` (entry p is the `order[p]`-th input of chunk `row[p]`) into the real slots of `out
+    [N, S, H]`, in order; what does not fit in a chunk's slots is dropped. The rest of the slots keep the filler,
+    after the inputs (`fillers_first=False`) or before them, so that the transcript ends where the clip does."""
+    real = slot_mask.sum(-1)
+    keep = order < real[row]
+    row, order, values = row[keep], order[keep], values[keep]
+    if fillers_first:
+        used = torch.bincount(row, minlength=out.shape[0])
+        order = order + (real - used)[row]
+    out[row, order] = values.to(out.dtype)
+    return out
+
+
 def bridge_matrix(bridge_ids: torch.Tensor, bridge_counts: torch.Tensor, num_tokens: int, llm_vocab: int):
     """Sparse `[llm_vocab, num_tokens]` matrix M with `M @ p` = the LLM-vocabulary mixture of a Whisper posterior p
     (each token's mass split evenly over its pieces): `(M @ p).T @ E` is the full-vocabulary expectation."""
@@ -123,6 +160,8 @@ class SaladPosteriorProjector(SaladProjector):
         self.log_temperature = nn.Parameter(torch.tensor(math.log(self.initial_temperature or 1.0)))
         self.top_k = int(config.posterior_top_k)
         self.first_piece_only = config.posterior_pieces == "first"
+        self.spread_pieces = config.posterior_pieces == "spread"
+        self.fillers_first = config.posterior_fillers == "start"
         self.filler = nn.Parameter(torch.zeros(config.text_config.hidden_size))
         self.register_buffer("bridge_ids", torch.zeros(audio.vocab_size, config.bridge_max_pieces, dtype=torch.long))
         self.register_buffer("bridge_counts", torch.zeros(audio.vocab_size, dtype=torch.long))
@@ -149,6 +188,13 @@ class SaladPosteriorProjector(SaladProjector):
         if config.posterior_pieces not in POSTERIOR_PIECE_MODES:
             raise ValueError(f"posterior_pieces must be one of {POSTERIOR_PIECE_MODES}, "
                              f"got {config.posterior_pieces!r}.")
+        if config.posterior_fillers not in POSTERIOR_FILLER_MODES:
+            raise ValueError(f"posterior_fillers must be one of {POSTERIOR_FILLER_MODES}, "
+                             f"got {config.posterior_fillers!r}.")
+        if config.posterior_pieces == "spread" and int(config.posterior_top_k) <= 0 \
+                and float(config.posterior_temperature) > 0:
+            raise ValueError("posterior_pieces='spread' needs posterior_top_k > 0 (its expectation runs over each "
+                             "slot's top-k candidates) or posterior_temperature=0.")
         if config.stack_factor is None:
             config.stack_factor = 10
         most_slots = -(-WHISPER_WINDOW_FRAMES // int(config.stack_factor))
@@ -212,13 +258,27 @@ class SaladPosteriorProjector(SaladProjector):
         is_token = (token_ids >= 0) & slot_mask
         if not bool(is_token.any()):
             return out
-        ids, counts = self._piece_tables()
-        if self.hard:
-            out[is_token] = bridge_embeddings(token_ids[is_token], ids, counts, text_embeddings).to(dtype)
-            return out
-        logits = teacher_forced_logits(self.decoder, encoder, token_ids, self.prompt_ids, self.eos_token_id)
-        out[is_token] = self.expected_embeddings(logits[is_token], text_embeddings).to(dtype)
-        return out
+        row, slot = is_token.nonzero(as_tuple=True)
+        greedy = token_ids[is_token]
+        logits = None if self.hard else teacher_forced_logits(self.decoder, encoder, token_ids, self.prompt_ids,
+                                                              self.eos_token_id)[is_token]
+        if self.spread_pieces:
+            if logits is None:
+                weights, candidates = torch.ones_like(greedy, dtype=dtype)[:, None], greedy[:, None]
+            else:
+                weights, candidates = top_k_posterior(logits, self.temperature, self.top_k)
+            values, owner, piece = spread_piece_embeddings(weights, candidates, greedy, self.bridge_ids,
+                                                           self.bridge_counts, text_embeddings)
+            row_starts = torch.cumsum(torch.bincount(row[owner], minlength=out.shape[0]), 0)
+            first_of_row = (row_starts - torch.bincount(row[owner], minlength=out.shape[0]))[row[owner]]
+            order = torch.arange(owner.shape[0], device=owner.device) - first_of_row
+            return place_in_slots(out, values, row[owner], order, slot_mask, self.fillers_first)
+        if logits is None:
+            ids, counts = self._piece_tables()
+            values = bridge_embeddings(greedy, ids, counts, text_embeddings)
+        else:
+            values = self.expected_embeddings(logits, text_embeddings)
+        return place_in_slots(out, values, row, slot, slot_mask, self.fillers_first)
 
     # ------------------------------------------------------------ builder
     @classmethod

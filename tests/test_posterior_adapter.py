@@ -185,9 +185,86 @@ def test_first_piece_mode_uses_the_first_llm_piece():
         torch.testing.assert_close(features[slot], expected)
 
 
+def slot_features(model, processor, seconds=2.0):
+    inputs = speech_inputs(processor, (seconds,), ["<|audio|>"])
+    with torch.no_grad():
+        states, mask = model.encode_audio(inputs["input_features"], inputs["input_features_mask"])
+        features = model.get_audio_features(audio_encoder_states=states, audio_encoder_mask=mask)
+    _, token_ids, _ = unpack_posterior_states(states, mask, 1500)
+    return features, token_ids[0].tolist()
+
+
+def expected_spread(projector, table, token_ids, num_slots):
+    """Brute force: the LLM pieces of every greedy token in order, cut to the slots, the filler after them."""
+    pieces = [table[int(projector.bridge_ids[t, j])] for t in token_ids if t >= 0
+              for j in range(max(int(projector.bridge_counts[t]), 1))][:num_slots]
+    return torch.stack(pieces + [projector.filler.detach()] * (num_slots - len(pieces)))
+
+
+def test_spread_mode_gives_each_llm_piece_its_own_slot():
+    model, processor = tiny_model(posterior_temperature=0.0, posterior_pieces="spread")
+    projector, table = model.multi_modal_projector, model.get_input_embeddings().weight
+    with torch.no_grad():
+        projector.filler.normal_()
+    features, token_ids = slot_features(model, processor)
+    assert sum(t >= 0 for t in token_ids) > 3 and any(t % 2 for t in token_ids if t >= 0)  # two-piece tokens occur
+    torch.testing.assert_close(features, expected_spread(projector, table, token_ids, len(token_ids)))
+
+
+def test_spread_mode_at_a_cold_temperature_equals_argmax_and_stays_differentiable():
+    cold, processor = tiny_model(posterior_temperature=1e-7, posterior_top_k=4, posterior_pieces="spread")
+    argmax, _ = tiny_model(posterior_temperature=0.0, posterior_pieces="spread")
+    torch.testing.assert_close(slot_features(cold, processor)[0], slot_features(argmax, processor)[0])
+    warm, _ = tiny_model(posterior_temperature=2.0, posterior_top_k=4, posterior_pieces="spread")
+    warm.train()
+    warm(**speech_inputs(processor, (1.5,))).logits.float().pow(2).mean().backward()
+    grad = warm.multi_modal_projector.decoder.get_parameter("layers.0.self_attn.q_proj.weight").grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("pieces", ["mean", "spread"])
+def test_fillers_first_right_aligns_the_transcript(pieces):
+    """Chunks with 2 and 3 greedy tokens (one of two LLM pieces each) in 6 and 5 real slots: the same inputs, the
+    fillers moved before them."""
+    token_ids, num_slots = torch.tensor([[4, 7, -1, -1, -1, -1], [2, 3, 8, -1, -1, -1]]), torch.tensor([6, 5])
+    outputs = {}
+    for fillers in ("end", "start"):
+        model, _ = tiny_model(posterior_temperature=0.0, posterior_pieces=pieces, posterior_fillers=fillers)
+        projector = model.multi_modal_projector
+        with torch.no_grad():
+            projector.filler.fill_(0.5)
+            states, mask = pack_posterior_states(torch.randn(2, 1500, 8), token_ids, num_slots)
+            outputs[fillers] = projector(states, mask, model.get_input_embeddings())
+    for row, real in enumerate(num_slots.tolist()):
+        at_end, at_start = outputs["end"][row, :real], outputs["start"][row, :real]
+        used = int((~(at_end == 0.5).all(-1)).sum())
+        assert used == (2 if row == 0 else 3) + (pieces == "spread")
+        torch.testing.assert_close(at_start[real - used:], at_end[:used])
+        assert bool((at_start[: real - used] == 0.5).all()) and bool((at_end[used:] == 0.5).all())
+
+
+def test_fillers_first_batch_equals_single_and_left_equals_right_padding():
+    model, processor = tiny_model(posterior_temperature=1.5, posterior_top_k=4, posterior_pieces="spread",
+                                  posterior_fillers="start")
+    seconds, texts = (0.6, 2.4), ["a <|audio|> b", "longer text <|audio|> here c"]
+    with torch.no_grad():
+        singles = [model(**speech_inputs(processor, (s,), [t])).logits[0] for s, t in zip(seconds, texts)]
+        for side in ("right", "left"):
+            processor.tokenizer.padding_side = side
+            batch = speech_inputs(processor, seconds, texts)
+            logits = model(**batch).logits
+            for i, single in enumerate(singles):
+                keep = batch["attention_mask"][i].bool()
+                torch.testing.assert_close(logits[i][keep], single, rtol=1e-4, atol=1e-4)
+
+
 def test_config_rules():
     with pytest.raises(ValueError, match="posterior_pieces"):
         tiny_model(posterior_pieces="last")
+    with pytest.raises(ValueError, match="posterior_fillers"):
+        tiny_model(posterior_fillers="middle")
+    with pytest.raises(ValueError, match="top_k > 0"):
+        tiny_model(posterior_pieces="spread", posterior_top_k=0)
     with pytest.raises(ValueError, match=">= 0"):
         tiny_model(posterior_temperature=-1.0)
     with pytest.raises(ValueError, match="audio_padding='window'"):
