@@ -32,6 +32,17 @@ VARIANTS = {  # name -> projector settings (hard = argmax mode)
     "argmax, pieces spread": dict(hard=True, spread_pieces=True),
     "argmax, spread + fillers first": dict(hard=True, spread_pieces=True, fillers_first=True),
     "T=1 top16, spread + fillers first": dict(temperature=1.0, top_k=16, spread_pieces=True, fillers_first=True),
+    "argmax, spread, filler ' '": dict(hard=True, spread_pieces=True, filler_text=" "),
+    "argmax, spread, filler '    '": dict(hard=True, spread_pieces=True, filler_text="    "),
+    "argmax, spread + fillers first, filler ' '": dict(hard=True, spread_pieces=True, fillers_first=True,
+                                                        filler_text=" "),
+    "argmax, spread, filler '<|endoftext|>'": dict(hard=True, spread_pieces=True, filler_text="<|endoftext|>"),
+    "argmax, spread, filler ' ...'": dict(hard=True, spread_pieces=True, filler_text=" ..."),
+    "T=1 top16, spread, filler ' '": dict(temperature=1.0, top_k=16, spread_pieces=True, filler_text=" "),
+    "T=0.5 top16, spread, filler ' '": dict(temperature=0.5, top_k=16, spread_pieces=True, filler_text=" "),
+    "T=0.25 top16, spread, filler ' '": dict(temperature=0.25, top_k=16, spread_pieces=True, filler_text=" "),
+    "T=0.5 top16, spread + fillers first, filler ' '": dict(temperature=0.5, top_k=16, spread_pieces=True,
+                                                             fillers_first=True, filler_text=" "),
 }
 
 
@@ -59,9 +70,15 @@ def synthesize(voice: str, texts: list[str], cache_dir: Path) -> list[np.ndarray
 
 
 def configure(projector, hard=False, temperature=1.0, top_k=16, first_piece_only=False, spread_pieces=False,
-              fillers_first=False):
+              fillers_first=False, filler_text=None, model=None, tokenizer=None):
+    """Set the projector to a variant; `filler_text` (one LLM token) sets the filler to its embedding (else 0)."""
     projector.hard, projector.top_k, projector.first_piece_only = hard, top_k, first_piece_only
     projector.spread_pieces, projector.fillers_first = spread_pieces, fillers_first
+    with torch.no_grad():
+        projector.filler.zero_()
+        if filler_text is not None:
+            (token,) = tokenizer(filler_text, add_special_tokens=False)["input_ids"]
+            projector.filler.copy_(model.get_input_embeddings().weight[token])
     with torch.no_grad():
         projector.log_temperature.fill_(math.log(temperature))
 
@@ -110,7 +127,7 @@ def evaluate_variants(model, processor, whisper_tokenizer, items, clips, num_few
             audio = {"audio_encoder_states": state, "audio_encoder_mask": mask,
                      "num_placeholders": int(projector.slot_mask(mask).sum())}
             for name in variants:
-                configure(projector, **VARIANTS[name])
+                configure(projector, **VARIANTS[name], model=model, tokenizer=processor.tokenizer)
                 speech[name].append(scorer.score_speech(item, audio))
     reference = speech["argmax (transcript adapter)"]
     rows.append(summarize("text (base LLM)", text_scores, text_scores))

@@ -39,6 +39,7 @@ ADAPTER_KWARGS = (
     "posterior_top_k",
     "posterior_pieces",
     "posterior_fillers",
+    "posterior_filler_text",
 )
 
 
@@ -112,7 +113,8 @@ def build_salad(text_model, audio_encoder, dtype=torch.float32, **adapter_kwargs
     model.multi_modal_projector = projector(config).to(dtype)
     model.multi_modal_projector.apply(model._init_weights)
     model.multi_modal_projector.after_init_weights()
-    model.multi_modal_projector.prepare_from_pretrained(tokenizer, str(audio_encoder))
+    model.multi_modal_projector.prepare_from_pretrained(tokenizer, str(audio_encoder),
+                                                        language_model.get_input_embeddings())
     model.freeze_audio_tower()
     leftover = [name for name, p in model.named_parameters() if p.is_meta]
     if leftover:

@@ -66,6 +66,10 @@ class SaladConfig(PreTrainedConfig):
         posterior_fillers (`str`, defaults to `"end"`): Posterior front end: where a chunk's unused slots (the
             learned filler) go: after the transcript (`"end"`) or before it (`"start"`, so that the recognized
             words run straight into the text that follows the clip).
+        posterior_filler_text (`str`, *optional*): Posterior front end: one LLM token whose input embedding the
+            learned filler starts from (`build_salad` sets it); None = a zero vector. A space (`" "`) reads to the
+            LLM as trailing whitespace, where a zero vector is unlike any input it was trained on
+            (benchmarks/RESULTS.md "Posterior front end: pieces and filler").
     """
 
     model_type = "salad"
@@ -94,6 +98,7 @@ class SaladConfig(PreTrainedConfig):
     posterior_top_k: int = 0
     posterior_pieces: str = "mean"
     posterior_fillers: str = "end"
+    posterior_filler_text: str | None = None
 
     def __post_init__(self, **kwargs):
         for name in ("text_config", "audio_config"):

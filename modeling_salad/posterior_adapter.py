@@ -120,6 +120,17 @@ def place_in_slots(out: torch.Tensor, values: torch.Tensor, row: torch.Tensor, o
     return out
 
 
+def filler_embedding(text_tokenizer, text_embeddings: nn.Module | None, text: str) -> torch.Tensor:
+    """The LLM input embedding of `text`, which must be one LLM token (the filler's start value)."""
+    ids = text_tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"posterior_filler_text={text!r} is {len(ids)} tokens of the LLM's tokenizer; it must be "
+                         "exactly one (e.g. ' ').")
+    if text_embeddings is None:
+        raise ValueError("posterior_filler_text needs the LLM's input embeddings (build the model with build_salad).")
+    return text_embeddings.weight[ids[0]].detach()
+
+
 def bridge_matrix(bridge_ids: torch.Tensor, bridge_counts: torch.Tensor, num_tokens: int, llm_vocab: int):
     """Sparse `[llm_vocab, num_tokens]` matrix M with `M @ p` = the LLM-vocabulary mixture of a Whisper posterior p
     (each token's mass split evenly over its pieces): `(M @ p).T @ E` is the full-vocabulary expectation."""
@@ -162,6 +173,7 @@ class SaladPosteriorProjector(SaladProjector):
         self.first_piece_only = config.posterior_pieces == "first"
         self.spread_pieces = config.posterior_pieces == "spread"
         self.fillers_first = config.posterior_fillers == "start"
+        self.filler_text = config.posterior_filler_text
         self.filler = nn.Parameter(torch.zeros(config.text_config.hidden_size))
         self.register_buffer("bridge_ids", torch.zeros(audio.vocab_size, config.bridge_max_pieces, dtype=torch.long))
         self.register_buffer("bridge_counts", torch.zeros(audio.vocab_size, dtype=torch.long))
@@ -213,7 +225,8 @@ class SaladPosteriorProjector(SaladProjector):
 
     # ------------------------------------------------------------ model
     def after_init_weights(self) -> None:
-        """Start as the pure bridge at the configured temperature: zero filler."""
+        """Start as the pure bridge at the configured temperature: zero filler (`build_salad` then sets it to the
+        embedding of `posterior_filler_text`, when given)."""
         nn.init.zeros_(self.filler)
         with torch.no_grad():
             self.log_temperature.fill_(math.log(self.initial_temperature or 1.0))
@@ -285,8 +298,9 @@ class SaladPosteriorProjector(SaladProjector):
     def pretrained_config_fields(cls, audio_encoder_path: str, audio_config) -> dict:
         return {"transcript_prompt_ids": whisper_transcribe_prompt(audio_encoder_path)}
 
-    def prepare_from_pretrained(self, text_tokenizer, audio_encoder_path: str) -> None:
-        """The pretrained Whisper decoder, and the vocabulary bridge from the Whisper and LLM tokenizers."""
+    def prepare_from_pretrained(self, text_tokenizer, audio_encoder_path: str, text_embeddings=None) -> None:
+        """The pretrained Whisper decoder, the vocabulary bridge from the Whisper and LLM tokenizers, and the
+        filler's start value (the LLM embedding of `posterior_filler_text`, when set)."""
         whisper = AutoModel.from_pretrained(audio_encoder_path)
         whisper = whisper.model if hasattr(whisper, "model") and not hasattr(whisper, "decoder") else whisper
         self.decoder.load_state_dict(whisper.decoder.state_dict())
@@ -294,3 +308,5 @@ class SaladPosteriorProjector(SaladProjector):
                                         self.bridge_ids.shape[0], self.bridge_ids.shape[1])
         self.bridge_ids.copy_(ids)
         self.bridge_counts.copy_(counts)
+        if self.filler_text is not None:
+            self.filler.data.copy_(filler_embedding(text_tokenizer, text_embeddings, self.filler_text))

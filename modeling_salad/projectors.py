@@ -141,8 +141,9 @@ class SaladProjector(nn.Module):
         folder, with the parameter names of `build_audio_tower`."""
         return pretrained_audio_encoder(AutoModel.from_pretrained(audio_encoder_path, dtype=dtype), config)
 
-    def prepare_from_pretrained(self, text_tokenizer, audio_encoder_path: str) -> None:
-        """Fill buffers that depend on the pretrained parts (e.g. a vocabulary map between the tokenizers)."""
+    def prepare_from_pretrained(self, text_tokenizer, audio_encoder_path: str, text_embeddings=None) -> None:
+        """Fill buffers and start values that depend on the pretrained parts (e.g. a vocabulary map between the
+        tokenizers; `text_embeddings` is the LLM's input embedding module)."""
 
 
 class SaladRMSNorm(nn.Module):

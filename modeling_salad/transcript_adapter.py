@@ -220,7 +220,7 @@ class SaladTranscriptProjector(SaladProjector):
         full = AutoModel.from_pretrained(audio_encoder_path, dtype=dtype)
         return full.model if hasattr(full, "model") and not hasattr(full, "encoder") else full
 
-    def prepare_from_pretrained(self, text_tokenizer, audio_encoder_path: str) -> None:
+    def prepare_from_pretrained(self, text_tokenizer, audio_encoder_path: str, text_embeddings=None) -> None:
         """Fill the vocabulary bridge from the Whisper and LLM tokenizers."""
         ids, counts = vocabulary_bridge(AutoTokenizer.from_pretrained(audio_encoder_path), text_tokenizer,
                                         self.bridge_ids.shape[0], self.bridge_ids.shape[1])

@@ -86,6 +86,24 @@ def sine(seconds: float, rate: int = 16000, freq: float = 440.0, seed: int = 0) 
     return (0.3 * np.sin(2 * np.pi * freq * t) + noise).astype(np.float32)
 
 
+def save_tiny_parts(folder):
+    """A tiny LLM (`folder/llm`) and a tiny Whisper with a generation config (`folder/whisper`) as `build_salad`
+    reads them; returns the Whisper model."""
+    from transformers import GenerationConfig, LlamaForCausalLM, WhisperFeatureExtractor
+    from transformers import WhisperForConditionalGeneration
+
+    plain = make_tiny_tokenizer(with_audio_token=False)
+    LlamaForCausalLM(tiny_text_config(len(plain))).save_pretrained(folder / "llm")
+    plain.save_pretrained(folder / "llm")
+    whisper = WhisperForConditionalGeneration(tiny_whisper_config())
+    whisper.generation_config = GenerationConfig(decoder_start_token_id=2, no_timestamps_token_id=5, eos_token_id=1,
+                                                 is_multilingual=False)
+    whisper.save_pretrained(folder / "whisper")
+    plain.save_pretrained(folder / "whisper")
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(folder / "whisper")
+    return whisper
+
+
 @pytest.fixture
 def tiny_salad():
     """Factory fixture: `tiny_salad(**kwargs) -> (model, processor)` (see `make_tiny_salad`)."""

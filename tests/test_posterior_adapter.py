@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from conftest import make_tiny_tokenizer, sine, tiny_text_config, tiny_whisper_config
+from conftest import make_tiny_tokenizer, save_tiny_parts, sine, tiny_text_config, tiny_whisper_config
 from modeling_salad import SaladConfig, SaladForCausalLM
 from modeling_salad.builder import make_processor
 from modeling_salad.posterior_adapter import (
@@ -256,6 +256,20 @@ def test_fillers_first_batch_equals_single_and_left_equals_right_padding():
             for i, single in enumerate(singles):
                 keep = batch["attention_mask"][i].bool()
                 torch.testing.assert_close(logits[i][keep], single, rtol=1e-4, atol=1e-4)
+
+
+def test_build_salad_starts_the_filler_at_the_embedding_of_posterior_filler_text(tmp_path):
+    from modeling_salad import build_salad
+
+    save_tiny_parts(tmp_path)
+    parts = (str(tmp_path / "llm"), str(tmp_path / "whisper"))
+    model, processor = build_salad(*parts, adapter_type="posterior", stack_factor=25, posterior_filler_text=" ")
+    (space,) = processor.tokenizer(" ", add_special_tokens=False)["input_ids"]
+    torch.testing.assert_close(model.multi_modal_projector.filler, model.get_input_embeddings().weight[space])
+    plain, _ = build_salad(*parts, adapter_type="posterior", stack_factor=25)
+    assert not plain.multi_modal_projector.filler.any()
+    with pytest.raises(ValueError, match="must be exactly one"):
+        build_salad(*parts, adapter_type="posterior", stack_factor=25, posterior_filler_text="two words")
 
 
 def test_config_rules():

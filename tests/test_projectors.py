@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import make_tiny_salad, make_tiny_tokenizer, sine, tiny_text_config, tiny_whisper_config
+from conftest import make_tiny_salad, save_tiny_parts, sine, tiny_text_config, tiny_whisper_config
 from modeling_salad import SaladConfig
 from modeling_salad.projectors import PROJECTORS, SaladProjector, projector_class, register_projector
 
@@ -69,20 +69,9 @@ def test_a_new_adapter_type_is_one_class():
 
 
 def test_build_salad_reads_the_whisper_prompt_from_the_generation_config(tmp_path):
-    from transformers import GenerationConfig, LlamaForCausalLM, WhisperFeatureExtractor
-    from transformers import WhisperForConditionalGeneration
-
     from modeling_salad import build_salad
 
-    plain = make_tiny_tokenizer(with_audio_token=False)
-    LlamaForCausalLM(tiny_text_config(len(plain))).save_pretrained(tmp_path / "llm")
-    plain.save_pretrained(tmp_path / "llm")
-    whisper = WhisperForConditionalGeneration(tiny_whisper_config())
-    whisper.generation_config = GenerationConfig(decoder_start_token_id=2, no_timestamps_token_id=5, eos_token_id=1,
-                                                 is_multilingual=False)
-    whisper.save_pretrained(tmp_path / "whisper")
-    plain.save_pretrained(tmp_path / "whisper")
-    WhisperFeatureExtractor(feature_size=80).save_pretrained(tmp_path / "whisper")
+    whisper = save_tiny_parts(tmp_path)
     model, processor = build_salad(str(tmp_path / "llm"), str(tmp_path / "whisper"), adapter_type="transcript",
                                    adapter_hidden_size=32, stack_factor=25)
     assert model.config.transcript_prompt_ids == [2, 5]
