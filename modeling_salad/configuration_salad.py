@@ -69,7 +69,7 @@ class SaladConfig(PreTrainedConfig):
         posterior_filler_text (`str`, *optional*): Posterior front end: one LLM token whose input embedding the
             learned filler starts from (`build_salad` sets it); None = a zero vector. A space (`" "`) reads to the
             LLM as trailing whitespace, where a zero vector is unlike any input it was trained on
-            (benchmarks/RESULTS.md "Posterior front end: pieces and filler").
+            (benchmarks/RESULTS.md "Posterior front end: pieces, filler and temperature").
     """
 
     model_type = "salad"
