@@ -19,10 +19,10 @@ RECIPE_TRANSCRIPT = {"adapter_type": "transcript", "stack_factor": 10, "adapter_
                      "audio_padding": "window"}
 RECIPE_MLP = {"adapter_type": "mlp", "stack_factor": 8, "adapter_hidden_size": 256, "audio_padding": "window"}
 # The posterior front end as measured before training (RESULTS.md "Posterior front end: pieces, filler and
-# temperature (before training)", 60 questions per voice): one slot per LLM piece ("spread") and a filler that starts as the
-# LLM's embedding of a space cut the text->speech choice KL of the transcript adapter from 0.340 to 0.205 (flite)
-# and from 0.223 to 0.182 (piper), against 0.183 / 0.153 for the ASR cascade. A warm posterior costs a little
-# (0.221 at T = 0.25) but is what lets distillation reach the decoder; top-16 halves the projector's time.
+# temperature (before training)", 60 questions per voice): one slot per LLM piece ("spread") and a filler that
+# starts as the LLM's embedding of a space cut the text->speech choice KL of the transcript adapter from 0.340 to
+# 0.205 (flite) and from 0.223 to 0.182 (piper), against 0.183 / 0.153 for the ASR cascade. A warm posterior costs
+# a little (0.221 / 0.215 at T = 0.25) but is what lets distillation reach the decoder; top-16 halves its time.
 RECIPE_POSTERIOR = {"adapter_type": "posterior", "stack_factor": 10, "audio_padding": "window",
                     "posterior_temperature": 0.25, "posterior_top_k": 16, "posterior_pieces": "spread",
                     "posterior_filler_text": " ", "bridge_max_pieces": 8}
