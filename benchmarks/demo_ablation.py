@@ -124,13 +124,42 @@ def init_row(pipeline, recipe: str, init: Path) -> dict:
                          init.name == "salad-init" else "python benchmarks/demo_ablation.py (init row)")
 
 
-def run(args) -> list[dict]:
-    from salad_demo.pipeline import DemoPipeline
-    from salad_demo.presets import get_preset
+def demo_stage1_row(pipeline) -> dict | None:
+    """The demo's own Stage I (preset recipe and setting), as a row once its evaluation is done: the same run the
+    ablation would repeat."""
+    if not pipeline.runner.done("eval_stage1"):
+        return None
+    p, trained = pipeline.preset, pipeline.result("stage1")
+    history = json.loads(Path(trained["log_history"]).read_text())
+    train_seconds = next((h["train_runtime"] for h in reversed(history) if "train_runtime" in h), None)
+    return evaluated_row(
+        pipeline, trained["output_dir"], pipeline.result("eval_stage1"), recipe=recipe_name(p.recipe),
+        setting=p.trainable, steps=p.stage1_steps, adapter_learning_rate=p.learning_rate,
+        llm_learning_rate=p.llm_learning_rate if "llm" in p.trainable or "lora" in p.trainable else None,
+        projector_lora_r=0, train_seconds=train_seconds, first_kd_loss=trained["first_kd_loss"],
+        last_kd_loss=trained["last_kd_loss"], command=f"salad-demo --preset {p.name} (stage1, eval_stage1)")
+
+
+def add_demo_row(run_dir, pipeline) -> None:
     from spans import atomic_write_text
 
-    stored = json.loads((Path(args.run) / "preset.json").read_text())
-    pipeline = DemoPipeline(get_preset(stored["name"]), args.run)
+    row = demo_stage1_row(pipeline)
+    if row is not None:
+        atomic_write_text(rows_dir(run_dir) / "demo-stage1.json", json.dumps(row, indent=1))
+
+
+def open_pipeline(run_dir):
+    from salad_demo.pipeline import DemoPipeline
+    from salad_demo.presets import get_preset
+
+    stored = json.loads((Path(run_dir) / "preset.json").read_text())
+    return DemoPipeline(get_preset(stored["name"]), run_dir)
+
+
+def run(args) -> list[dict]:
+    from spans import atomic_write_text
+
+    pipeline = open_pipeline(args.run)
     for stage in ("stage1_data", "features", "eval_init"):
         pipeline.result(stage)  # a clear error when the demo's data stages have not run
     recipe = args.recipe or recipe_name(pipeline.preset.recipe)
@@ -199,12 +228,13 @@ def main() -> None:
     args = parser.parse_args()
     if not args.table_only:
         run(args)
+    add_demo_row(args.run, open_pipeline(args.run))
     write_section("Each row: `python benchmarks/demo_ablation.py --run runs/demo --recipe RECIPE --settings "
                   "SETTING [--steps N] [--adapter-learning-rate LR] [--llm-learning-rate LR] [--projector-lora-r "
                   "R]` (CPU, 2 cores), from the recipe's untrained init, on the demo's Stage I data and its held-out "
                   "spoken sets (seen voice flite slt, unseen Piper joe); rows are kept in `runs/demo/ablation/"
                   "*.json`. `train s` is the trainer's own runtime. Paired columns: the row's spoken answers "
-                  "against salad-init's (transcript recipe, untrained) and against the ASR cascade's on the same "
+                  "against salad-init's (the demo recipe, untrained) and against the ASR cascade's on the same "
                   "items, B − A in points with a paired-bootstrap 95 % interval and the discordant counts "
                   "(`evaluation.compare.compare_sides`); choice KL = mean KL(base LLM text ‖ spoken) choice "
                   "distributions. Reading and the demo's choice: the next section.\n\n" + render_table(args.run))
