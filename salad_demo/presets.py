@@ -40,8 +40,12 @@ RECIPE_NOTES = {
            "within a CPU budget of minutes; the demo then shows the machinery, not a closed gap).",
     "transformer": "Causal transformer adapter on stacked encoder frames (the paper's), trained from scratch.",
     "posterior": "Posterior front end: Whisper tiny.en's decoder, teacher-forced on its own greedy transcript, gives "
-                 "each slot a distribution over Whisper's tokens; the slot is the expected LLM embedding of those "
-                 "tokens (vocabulary bridge, learnable temperature), so distillation trains the decoder itself.",
+                 "each slot a distribution over Whisper's tokens; each LLM piece of the recognized token takes one "
+                 "slot, holding the expected LLM embedding of that piece under the posterior (vocabulary bridge, "
+                 "learnable temperature), and unused slots hold a learned filler that starts as the LLM's embedding "
+                 "of a space. Distillation trains the decoder itself. Before any training it is already closer to "
+                 "the text answers than the transcript adapter (RESULTS.md \"Posterior front end: pieces, filler "
+                 "and temperature\").",
 }
 
 # What trains in Stage I/II (DistillationConfig.trainable) and why; chosen by benchmarks/demo_ablation.py.
