@@ -96,21 +96,28 @@ def evaluated_row(pipeline, checkpoint, evaluated: dict, **fields) -> dict:
 
 
 def train_row(pipeline, args, recipe: str, setting: str, init: Path) -> dict:
+    from trainers.config import parse_parameter_learning_rates
+
     steps = args.steps or pipeline.preset.stage1_steps
     adapter_lr = args.adapter_learning_rate or pipeline.preset.learning_rate
     llm_lr = args.llm_learning_rate or LLM_LEARNING_RATES[setting]
-    lora = {"projector_lora_r": args.projector_lora_r} if args.projector_lora_r else {}
+    overrides = {"projector_lora_r": args.projector_lora_r} if args.projector_lora_r else {}
+    rates = parse_parameter_learning_rates(args.adapter_parameter_learning_rates)
+    if rates:
+        overrides["adapter_parameter_learning_rates"] = rates
+    tag = "".join(f"-{k.split('.')[-1]}{v:g}" for k, v in sorted((rates or {}).items()))
     name = (f"ablation-{recipe}-{setting.replace('+', '-')}-lr{adapter_lr:g}-llm{llm_lr or 0:g}"
-            f"-r{args.projector_lora_r}-{steps}")
+            f"-r{args.projector_lora_r}{tag}-{steps}")
     trained = pipeline._train(name, init, [pipeline.result("stage1_data")["dataset"]],
                               pipeline.preset.decay_fraction, steps, trainable=setting, llm_learning_rate=llm_lr,
-                              adapter_learning_rate=adapter_lr, **lora)
+                              adapter_learning_rate=adapter_lr, **overrides)
     history = json.loads(Path(trained["log_history"]).read_text())
     train_seconds = next((h["train_runtime"] for h in reversed(history) if "train_runtime" in h), None)
     evaluated = pipeline._evaluate(trained["output_dir"])
     return name, evaluated_row(
         pipeline, trained["output_dir"], evaluated, recipe=recipe, setting=setting, steps=steps,
         adapter_learning_rate=adapter_lr, llm_learning_rate=llm_lr, projector_lora_r=args.projector_lora_r,
+        adapter_parameter_learning_rates=rates,
         train_seconds=train_seconds, first_kd_loss=trained["first_kd_loss"], last_kd_loss=trained["last_kd_loss"],
         command="python benchmarks/demo_ablation.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
 
@@ -190,6 +197,8 @@ def _row_line(r: dict) -> str:
     pairs = r["paired"]
     lr = lambda value: "–" if value is None else format(value, "g")
     adapter_lr = "frozen" if r["setting"] == "llm" else lr(r["adapter_learning_rate"])
+    if r.get("adapter_parameter_learning_rates"):
+        adapter_lr += " (" + ", ".join(f"{k} {v:g}" for k, v in r["adapter_parameter_learning_rates"].items()) + ")"
     kl = " / ".join(_fmt(pairs[role]["vs_init"]["kl_b"], 3) for role in ROLES)
     return (f"| {r['recipe']} | {r['setting']} | {r['steps']} | {adapter_lr} | {lr(r['llm_learning_rate'])} | "
             f"{r.get('projector_lora_r') or '–'} | {_fmt(r['train_seconds'], 0)} | "
@@ -224,6 +233,8 @@ def main() -> None:
                         help="LLM learning rate (default: per setting)")
     parser.add_argument("--projector-lora-r", type=int, default=0,
                         help="LoRA rank on the front end (0 = it trains in full)")
+    parser.add_argument("--adapter-parameter-learning-rates", default=None,
+                        help='per-parameter adapter learning rates as JSON, e.g. \'{"filler": 1e-3}\'')
     parser.add_argument("--table-only", action="store_true", help="only rebuild the table from stored rows")
     args = parser.parse_args()
     if not args.table_only:

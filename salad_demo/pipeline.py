@@ -24,6 +24,7 @@ run resumes at the first unfinished one; `--force STAGE` redoes STAGE and everyt
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -82,7 +83,11 @@ class DemoPipeline:
         path = self.out / "preset.json"
         wanted = json.loads(json.dumps(self.preset.to_dict()))
         if path.is_file():
-            stored = json.loads(path.read_text())
+            # a preset field added after the run started, at its default, changes nothing the run holds
+            defaults = {f.name: f.default for f in dataclasses.fields(self.preset)
+                        if f.default is not dataclasses.MISSING}
+            stored = {**{k: v for k, v in wanted.items() if k in defaults and v == defaults[k]},
+                      **json.loads(path.read_text())}
             if stored != wanted:
                 diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
                 raise ValueError(f"{self.out} holds a run with other settings ({', '.join(diff)}); use another "
@@ -300,6 +305,7 @@ class DemoPipeline:
         # trains: then it is always the base text LLM, since Stage II starts from a checkpoint whose LLM has
         # trained and a frozen copy of *that* LLM would let the teacher drift from the text model the paper distils
         teacher = str(self.assets["llm"]) if trainable in ("adapter+llm", "llm") else None
+        overrides.setdefault("adapter_parameter_learning_rates", p.adapter_parameter_learning_rates)
         return DistillationConfig(
             output_dir=str(output_dir), trainable=trainable, teacher_model_name_or_path=teacher,
             text_replay_ratio=1 / 3, alpha=1.0, beta=0.0, learning_rate=llm_learning_rate or adapter_learning_rate,

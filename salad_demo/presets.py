@@ -130,6 +130,9 @@ class DemoPreset:
         "help": "what trains: adapter | adapter+lora | adapter+llm | llm (chosen by benchmarks/demo_ablation.py)"})
     llm_learning_rate: float | None = field(default=LLM_LEARNING_RATE, metadata={
         "help": "LLM (or LoRA) learning rate when it trains; None = the adapter's"})
+    adapter_parameter_learning_rates: dict | None = field(default=None, metadata={
+        "help": "learning rates of single adapter parameters by name (e.g. the posterior's filler and "
+                "temperature), overriding learning_rate; None = none"})
     warmup_steps: int = field(default=10, metadata={"help": "WSD warmup steps"})
     decay_fraction: float = field(default=0.2, metadata={"help": "Stage I WSD decay fraction (Stage II: 1.0)"})
     logging_steps: int = field(default=5, metadata={"help": "log every N steps"})

@@ -38,3 +38,22 @@ def test_timings_list_each_stage_with_seconds_and_memory(tmp_path):
     assert all(t["seconds"] >= 0 and t["peak_rss_gib"] > 0 for t in timings)
     record = json.loads((tmp_path / "stages" / "first.json").read_text())
     assert record["result"] == 1
+
+
+def test_a_run_folder_refuses_other_settings_but_not_a_later_field_at_its_default(tmp_path):
+    import dataclasses
+
+    import pytest
+
+    from salad_demo.pipeline import DemoPipeline
+    from salad_demo.presets import get_preset
+
+    preset = get_preset("smoke")
+    DemoPipeline(preset, tmp_path)
+    stored = json.loads((tmp_path / "preset.json").read_text())
+    added = next(f.name for f in dataclasses.fields(preset) if f.default is not dataclasses.MISSING)
+    del stored[added]  # as written before the field existed
+    (tmp_path / "preset.json").write_text(json.dumps(stored))
+    DemoPipeline(get_preset("smoke"), tmp_path)
+    with pytest.raises(ValueError, match="other settings.*stage1_steps"):
+        DemoPipeline(dataclasses.replace(preset, stage1_steps=preset.stage1_steps + 1), tmp_path)

@@ -205,6 +205,32 @@ def test_diagnostics_are_zero_for_identical_models_and_positive_for_speech(datas
         misalignment(model, processor, ["only text here"])
 
 
+def test_per_parameter_adapter_learning_rates_set_their_optimizer_groups(tmp_path, dataset):
+    model, processor = build_tiny_salad()
+    names = [n for n, p in model.multi_modal_projector.named_parameters() if p.requires_grad]
+    chosen = names[0]
+    args = make_args(tmp_path, trainable="adapter+llm", adapter_parameter_learning_rates=f'{{"{chosen}": 0.5}}')
+    assert args.adapter_parameter_learning_rates == {chosen: 0.5}  # the CLI's JSON form
+    trainer = DistillationTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
+    optimizer = trainer.create_optimizer()
+    rate = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    projector = dict(model.multi_modal_projector.named_parameters())
+    assert rate[id(projector[chosen])] == 0.5
+    assert all(rate[id(projector[n])] == 2e-2 for n in names[1:])
+    assert all(rate[id(p)] == 1e-2 for n, p in model.language_model.named_parameters() if p.requires_grad)
+
+
+def test_bad_per_parameter_learning_rates_are_refused(tmp_path, dataset):
+    for value, message in (("{not json", "JSON object"), ('{"x": -1}', ">= 0"), ("[1e-3]", "mapping")):
+        with pytest.raises(ValueError, match=message):
+            make_args(tmp_path, adapter_parameter_learning_rates=value)
+    model, processor = build_tiny_salad()
+    args = make_args(tmp_path, adapter_parameter_learning_rates={"no_such_parameter": 1e-3})
+    trainer = DistillationTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
+    with pytest.raises(ValueError, match="no_such_parameter"):
+        trainer.create_optimizer()
+
+
 def test_invalid_teacher_combinations_are_refused(tmp_path):
     with pytest.raises(ValueError, match="shared"):
         make_args(tmp_path, trainable="adapter+llm", teacher_mode="shared")

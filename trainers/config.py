@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass, field
 
 from trl import SFTConfig
@@ -65,6 +67,11 @@ class DistillationConfig(SFTConfig):
                 "out_proj, fc1 and fc2)."})
     adapter_learning_rate: float | None = field(default=None, metadata={
         "help": "Learning rate of the adapter (paper: 1e-3 for 3B, 1e-4 for 7B); None = learning_rate."})
+    adapter_parameter_learning_rates: dict | str | None = field(default=None, metadata={
+        "help": "Learning rates of single adapter parameters by name inside the adapter, overriding "
+                "adapter_learning_rate, e.g. {\"filler\": 1e-3, \"log_temperature\": 1e-3} so that a posterior "
+                "front end's new filler and temperature move while its pretrained Whisper decoder trains slowly "
+                "(a JSON object on the command line)."})
     text_replay_ratio: float = field(default=1 / 3, metadata={
         "help": "Fraction of training documents drawn from the text-only replay set (paper: 1/3)."})
     decay_fraction: float = field(default=0.2, metadata={
@@ -92,6 +99,7 @@ class DistillationConfig(SFTConfig):
             raise ValueError(f"learning_rate must be >= 0, got {self.learning_rate}")
         if self.adapter_learning_rate is not None and self.adapter_learning_rate < 0:
             raise ValueError(f"adapter_learning_rate must be >= 0, got {self.adapter_learning_rate}")
+        self.adapter_parameter_learning_rates = parse_parameter_learning_rates(self.adapter_parameter_learning_rates)
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         if not 0.0 <= self.beta <= 1.0:
@@ -203,3 +211,22 @@ class DataArguments:
                 "on them (skips the encoder at train time)."})
     tiny_documents: int = field(default=0, metadata={
         "help": "Generate this many synthetic span documents in code (sine-tone 'speech'; smoke runs)."})
+
+
+def parse_parameter_learning_rates(value) -> dict[str, float] | None:
+    """`adapter_parameter_learning_rates` as {name: rate}: a dict, or its JSON text (the CLI form)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"adapter_parameter_learning_rates must be a JSON object such as "
+                             f"'{{\"filler\": 1e-3}}', got {value!r} ({error.msg})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"adapter_parameter_learning_rates must be a mapping of parameter name to learning rate, "
+                         f"got {type(value).__name__}")
+    bad = {k: v for k, v in value.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0}
+    if bad:
+        raise ValueError(f"adapter_parameter_learning_rates: learning rates must be numbers >= 0, got {bad}")
+    return {str(k): float(v) for k, v in value.items()}

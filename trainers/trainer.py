@@ -331,18 +331,41 @@ class DistillationTrainer(SFTTrainer):
         return loss.detach(), None, None
 
     # ---------------------------------------------------------------------------------------------- optimizer
+    def parameter_learning_rate(self, name: str) -> float:
+        """The learning rate of the model parameter `name`: the LLM's, the adapter's, or a per-parameter override
+        (`adapter_parameter_learning_rates`, names inside the adapter)."""
+        marker = "multi_modal_projector."
+        if marker not in name:
+            return self.args.learning_rate
+        overrides = self.args.adapter_parameter_learning_rates or {}
+        inner = name.split(marker, 1)[1]
+        if inner in overrides:
+            return overrides[inner]
+        return self.args.learning_rate if self.args.adapter_learning_rate is None else self.args.adapter_learning_rate
+
+    def check_parameter_learning_rates(self, model) -> None:
+        """Refuse overrides that name no trainable adapter parameter, before any step."""
+        names = {n.split("multi_modal_projector.", 1)[1] for n, p in model.named_parameters()
+                 if p.requires_grad and "multi_modal_projector." in n}
+        unknown = sorted(set(self.args.adapter_parameter_learning_rates or {}) - names)
+        if unknown:
+            raise ValueError(f"adapter_parameter_learning_rates names {unknown}, which are not trainable adapter "
+                             f"parameters; trainable ones include {sorted(names)[:8]}")
+
     def create_optimizer(self, model=None):
-        """AdamW with separate learning rates for the adapter (``adapter_learning_rate``) and the LLM."""
-        if self.optimizer is not None or self.args.adapter_learning_rate is None:
+        """AdamW with separate learning rates for the adapter (``adapter_learning_rate``, per-parameter overrides
+        in ``adapter_parameter_learning_rates``) and the LLM."""
+        uses_groups = self.args.adapter_learning_rate is not None or self.args.adapter_parameter_learning_rates
+        if self.optimizer is not None or not uses_groups:
             return super().create_optimizer(model) if model is not None else super().create_optimizer()
         opt_model = self.model
+        self.check_parameter_learning_rates(opt_model)
         decay_names = set(self.get_decay_parameter_names(opt_model))
         groups = {}
         for name, param in opt_model.named_parameters():
             if not param.requires_grad:
                 continue
-            is_adapter = "multi_modal_projector" in name
-            lr = self.args.adapter_learning_rate if is_adapter else self.args.learning_rate
+            lr = self.parameter_learning_rate(name)
             wd = self.args.weight_decay if name in decay_names else 0.0
             groups.setdefault((lr, wd), []).append(param)
         param_groups = [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()]
