@@ -27,8 +27,10 @@ SUMMARY_KEYS = ("base_text_acc", "text_acc", "speech_acc", "cascade_acc", "gap",
 VOICES = ("seen", "unseen")
 TRAINED = ("stage I", "stage II active", "stage II uniform")
 CASCADE = "ASR cascade"  # Whisper transcript -> base LLM, from salad-init's evaluation (the same for every model)
-# (A, B) pairs on the same items, B − A; uniform → active is the selection's effect at an equal budget
+# (A, B) pairs on the same items, B − A; uniform → active is the selection's effect at an equal budget, and
+# salad-init → stage II is what the whole method (Stage I + Stage II) did
 PAIRS = (("salad-init", "stage I"), ("stage I", "stage II active"), ("stage I", "stage II uniform"),
+         ("salad-init", "stage II active"), ("salad-init", "stage II uniform"),
          ("stage II uniform", "stage II active"), *((CASCADE, model) for model in ("salad-init", *TRAINED)))
 DEMO_BUDGET_MINUTES = 45
 CURVE_KEYS = ("kd_loss", "misalignment", "forgetting")
