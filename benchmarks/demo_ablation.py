@@ -151,8 +151,13 @@ def add_demo_row(run_dir, pipeline) -> None:
     from spans import atomic_write_text
 
     row = demo_stage1_row(pipeline)
-    if row is not None:
-        atomic_write_text(rows_dir(run_dir) / "demo-stage1.json", json.dumps(row, indent=1))
+    if row is None:
+        return
+    atomic_write_text(rows_dir(run_dir) / "demo-stage1.json", json.dumps(row, indent=1))
+    recipe = recipe_name(pipeline.preset.recipe)
+    init_path = rows_dir(run_dir) / f"init-{recipe}.json"
+    if not init_path.is_file():  # the demo's own eval_init: no evaluation runs here
+        atomic_write_text(init_path, json.dumps(init_row(pipeline, recipe, pipeline.out / "salad-init"), indent=1))
 
 
 def open_pipeline(run_dir):
