@@ -282,10 +282,10 @@ class SaladPosteriorProjector(SaladProjector):
                 weights, candidates = top_k_posterior(logits, self.temperature, self.top_k)
             values, owner, piece = spread_piece_embeddings(weights, candidates, greedy, self.bridge_ids,
                                                            self.bridge_counts, text_embeddings)
-            row_starts = torch.cumsum(torch.bincount(row[owner], minlength=out.shape[0]), 0)
-            first_of_row = (row_starts - torch.bincount(row[owner], minlength=out.shape[0]))[row[owner]]
-            order = torch.arange(owner.shape[0], device=owner.device) - first_of_row
-            return place_in_slots(out, values, row[owner], order, slot_mask, self.fillers_first)
+            piece_row = row[owner]  # rows stay in order: `nonzero` walks the chunks one after another
+            per_row = torch.bincount(piece_row, minlength=out.shape[0])
+            order = torch.arange(owner.shape[0], device=owner.device) - (torch.cumsum(per_row, 0) - per_row)[piece_row]
+            return place_in_slots(out, values, piece_row, order, slot_mask, self.fillers_first)
         if logits is None:
             ids, counts = self._piece_tables()
             values = bridge_embeddings(greedy, ids, counts, text_embeddings)
