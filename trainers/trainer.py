@@ -331,22 +331,26 @@ class DistillationTrainer(SFTTrainer):
         return loss.detach(), None, None
 
     # ---------------------------------------------------------------------------------------------- optimizer
+    @staticmethod
+    def adapter_parameter_name(name: str) -> str | None:
+        """The name of model parameter `name` inside the adapter, or None when it is not an adapter parameter."""
+        marker = "multi_modal_projector."
+        return name.split(marker, 1)[1] if marker in name else None
+
     def parameter_learning_rate(self, name: str) -> float:
         """The learning rate of the model parameter `name`: the LLM's, the adapter's, or a per-parameter override
         (`adapter_parameter_learning_rates`, names inside the adapter)."""
-        marker = "multi_modal_projector."
-        if marker not in name:
+        inner = self.adapter_parameter_name(name)
+        if inner is None:
             return self.args.learning_rate
         overrides = self.args.adapter_parameter_learning_rates or {}
-        inner = name.split(marker, 1)[1]
         if inner in overrides:
             return overrides[inner]
         return self.args.learning_rate if self.args.adapter_learning_rate is None else self.args.adapter_learning_rate
 
     def check_parameter_learning_rates(self, model) -> None:
         """Refuse overrides that name no trainable adapter parameter, before any step."""
-        names = {n.split("multi_modal_projector.", 1)[1] for n, p in model.named_parameters()
-                 if p.requires_grad and "multi_modal_projector." in n}
+        names = {self.adapter_parameter_name(n) for n, p in model.named_parameters() if p.requires_grad} - {None}
         unknown = sorted(set(self.args.adapter_parameter_learning_rates or {}) - names)
         if unknown:
             raise ValueError(f"adapter_parameter_learning_rates names {unknown}, which are not trainable adapter "
