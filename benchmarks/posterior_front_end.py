@@ -43,6 +43,11 @@ VARIANTS = {  # name -> projector settings (hard = argmax mode)
     "T=0.25 top16, spread, filler ' '": dict(temperature=0.25, top_k=16, spread_pieces=True, filler_text=" "),
     "T=0.5 top16, spread + fillers first, filler ' '": dict(temperature=0.5, top_k=16, spread_pieces=True,
                                                              fillers_first=True, filler_text=" "),
+    "argmax, spread, hidden fillers": dict(hard=True, spread_pieces=True, fillers_first=True, hide_fillers=True),
+    "T=0.1 top16, spread, hidden fillers": dict(temperature=0.1, top_k=16, spread_pieces=True, fillers_first=True,
+                                                hide_fillers=True),
+    "T=0.25 top16, spread, hidden fillers": dict(temperature=0.25, top_k=16, spread_pieces=True, fillers_first=True,
+                                                 hide_fillers=True),
 }
 
 
@@ -70,10 +75,11 @@ def synthesize(voice: str, texts: list[str], cache_dir: Path) -> list[np.ndarray
 
 
 def configure(projector, hard=False, temperature=1.0, top_k=16, first_piece_only=False, spread_pieces=False,
-              fillers_first=False, filler_text=None, model=None, tokenizer=None):
+              fillers_first=False, filler_text=None, hide_fillers=False, model=None, tokenizer=None):
     """Set the projector to a variant; `filler_text` (one LLM token) sets the filler to its embedding (else 0)."""
     projector.hard, projector.top_k, projector.first_piece_only = hard, top_k, first_piece_only
     projector.spread_pieces, projector.fillers_first = spread_pieces, fillers_first
+    projector.hide_fillers = hide_fillers
     with torch.no_grad():
         projector.filler.zero_()
         if filler_text is not None:
@@ -129,7 +135,7 @@ def evaluate_variants(model, processor, whisper_tokenizer, items, clips, num_few
             for name in variants:
                 configure(projector, **VARIANTS[name], model=model, tokenizer=processor.tokenizer)
                 speech[name].append(scorer.score_speech(item, audio))
-    reference = speech["argmax (transcript adapter)"]
+    reference = speech[variants[0]]
     rows.append(summarize("text (base LLM)", text_scores, text_scores))
     rows.append(summarize("ASR cascade (lossless pieces)", cascade_scores, text_scores, reference))
     for name in variants:
@@ -186,7 +192,7 @@ def main(argv=None):
     parser.add_argument("--out", default="runs/posterior_fe.json")
     parser.add_argument("--save-states", default=None, help="folder for each voice's precomputed states (.pt)")
     parser.add_argument("--variants", default=";".join(VARIANTS), help="names of VARIANTS separated by ';' "
-                        "(the first must be 'argmax (transcript adapter)', the paired reference)")
+                        "(the first is the paired reference)")
     parser.add_argument("--num-fewshot", type=int, default=3)
     parser.add_argument("--skip-top-k", action="store_true", help="skip the top-k truncation timing")
     args = parser.parse_args(argv)

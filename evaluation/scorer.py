@@ -148,7 +148,8 @@ def score_continuations(
     # harmless under causal attention: padded positions sit after every real token and are never read.
     rows = [list(c[:-1]) + [pad] * (longest - len(c)) for c in continuations]
     inputs = torch.tensor(rows, dtype=torch.long, device=device)
-    logits = model(input_ids=inputs, cache=cache, use_cache=True).logits.float()
+    logits = model(input_ids=inputs, cache=cache, use_cache=True,
+                   **_continued_mask_and_positions(output, len(continuations), inputs.shape[1])).logits.float()
     logprobs = torch.log_softmax(logits, dim=-1)
     for row, cont in enumerate(continuations):
         if len(cont) > 1:
@@ -158,6 +159,18 @@ def score_continuations(
             greedy = greedy and bool((rest.argmax(-1) == targets).all())
             scores[row] = (total + float(rest.gather(-1, targets[:, None]).sum()), greedy)
     return scores
+
+
+def _continued_mask_and_positions(prefix_output, rows: int, length: int) -> dict:
+    """The attention mask and positions that continue a prefix whose model hid some of its positions (a SALAD
+    output carrying `attention_mask`/`position_ids`); {} for any other model, which numbers positions itself."""
+    mask = getattr(prefix_output, "attention_mask", None)
+    if mask is None:
+        return {}
+    mask = torch.cat([mask, mask.new_ones(mask.shape[0], length)], dim=1).repeat_interleave(rows, dim=0)
+    last = prefix_output.position_ids[:, -1:]
+    positions = last + 1 + torch.arange(length, device=last.device)[None, :]
+    return {"attention_mask": mask, "position_ids": positions.repeat_interleave(rows, dim=0)}
 
 
 def _full_sequence_score(model, prefix_ids, continuation, prefix_kwargs) -> tuple[float, bool]:

@@ -40,6 +40,7 @@ ADAPTER_KWARGS = (
     "posterior_pieces",
     "posterior_fillers",
     "posterior_filler_text",
+    "posterior_hide_fillers",
 )
 
 

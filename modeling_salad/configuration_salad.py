@@ -70,6 +70,11 @@ class SaladConfig(PreTrainedConfig):
             learned filler starts from (`build_salad` sets it); None = a zero vector. A space (`" "`) reads to the
             LLM as trailing whitespace, where a zero vector is unlike any input it was trained on
             (benchmarks/RESULTS.md "Posterior front end: pieces, filler and temperature").
+        posterior_hide_fillers (`bool`, defaults to False): Posterior front end: the model masks a chunk's filler
+            slots out of the LLM's attention and numbers the remaining positions contiguously, so that in argmax
+            mode the LLM reads exactly its own tokenization of the transcript (the ASR cascade); the processor's
+            slot counts do not change. Needs `posterior_fillers="start"` (the slot before the text that follows a
+            clip is then the transcript's last piece).
     """
 
     model_type = "salad"
@@ -99,6 +104,7 @@ class SaladConfig(PreTrainedConfig):
     posterior_pieces: str = "mean"
     posterior_fillers: str = "end"
     posterior_filler_text: str | None = None
+    posterior_hide_fillers: bool = False
 
     def __post_init__(self, **kwargs):
         for name in ("text_config", "audio_config"):

@@ -8,13 +8,41 @@ Remote-code safe: only `from .x import Y` relative imports, optional dependencie
 no import-time side effects, public transformers API only.
 """
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .audio_encoder import whisper_encoder_frames
 from .configuration_salad import SaladConfig
 from .projectors import stack_frames  # noqa: F401  (part of this module's public surface)
+
+
+@dataclass
+class SaladCausalLMOutputWithPast(CausalLMOutputWithPast):
+    r"""
+    attention_mask (`[B, past + U]`): the mask the language model ran with, hidden audio slots zeroed; generation
+        continues from it, so later tokens never attend to those slots either.
+    position_ids (`[B, U]`): the positions it ran with, numbering only the attended tokens.
+    """
+
+    attention_mask: torch.Tensor | None = None
+    position_ids: torch.Tensor | None = None
+
+
+def hide_from_attention(hidden: torch.Tensor, attention_mask: torch.Tensor | None, past_length: int):
+    """`hidden [B, U]` (True = keep out of attention) -> `(attention_mask [B, past + U], position_ids [B, U])`:
+    the given mask (all ones when None) with the hidden positions zeroed, and positions that count attended
+    tokens only, so the visible tokens are numbered as if the hidden ones were not there (padding included)."""
+    batch, length = hidden.shape
+    if attention_mask is None:
+        attention_mask = torch.ones(batch, past_length + length, dtype=torch.long, device=hidden.device)
+    attention_mask = attention_mask.clone()
+    attention_mask[:, -length:] = attention_mask[:, -length:] * (~hidden).to(attention_mask.dtype)
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -length:]
+    return attention_mask, position_ids
 
 
 class SaladPreTrainedModel(PreTrainedModel):
@@ -163,14 +191,18 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
         audio_encoder_mask=None,
     ) -> torch.Tensor:
         """Adapter outputs of the real frames only, flat in chunk order: `[sum of placeholders, D]`."""
+        states, mask = self._audio_states(input_features, input_features_mask, audio_encoder_states,
+                                          audio_encoder_mask)
+        return self.multi_modal_projector.embed(states, mask, self.get_input_embeddings())
+
+    def _audio_states(self, input_features, input_features_mask, audio_encoder_states, audio_encoder_mask):
+        """The projector's precomputed input and mask: given, or computed from the audio features."""
         if audio_encoder_states is not None:
             audio_encoder_mask = self._check_audio_pair(
                 audio_encoder_states, audio_encoder_mask, ("audio_encoder_states", "audio_encoder_mask")
             )
-            states, mask = audio_encoder_states, audio_encoder_mask.bool()
-        else:
-            states, mask = self.encode_audio(input_features, input_features_mask)
-        return self.multi_modal_projector.embed(states, mask, self.get_input_embeddings())
+            return audio_encoder_states, audio_encoder_mask.bool()
+        return self.encode_audio(input_features, input_features_mask)
 
     def get_placeholder_mask(self, input_ids, inputs_embeds, audio_features) -> torch.Tensor:
         """Bool mask `[B, L, D]` of the placeholder positions; ValueError when their count differs from the features."""
@@ -198,10 +230,19 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
                      audio_encoder_mask=None, inputs_embeds=None, labels=None, decoding_step=False):
         """The LLM's `inputs_embeds` `[B, U, D]` with each clip's audio embeddings at its `<|audio|>` placeholders
         (and `labels` with the placeholders ignored): what `forward` feeds the language model. Callers that need
-        hidden states rather than logits run `get_decoder()` on it.
+        hidden states rather than logits run `get_decoder()` on it (with a projector that hides slots from
+        attention, `forward` also adjusts the attention mask and positions; see `hide_from_attention`).
 
         Placeholders are checked only where audio is merged. On a `decoding_step` (a cached generation step, no
         audio) an `<|audio|>` the model generated is an ordinary token and keeps its own embedding."""
+        inputs_embeds, labels, _ = self._merge_audio(input_ids, input_features, input_features_mask,
+                                                     audio_encoder_states, audio_encoder_mask, inputs_embeds, labels,
+                                                     decoding_step)
+        return inputs_embeds, labels
+
+    def _merge_audio(self, input_ids, input_features, input_features_mask, audio_encoder_states, audio_encoder_mask,
+                     inputs_embeds, labels, decoding_step):
+        """`embed_inputs`, plus `[B, U]` True on the placeholders the projector hides (None when it hides none)."""
         audio_id = self.config.audio_token_id
         merging = self._has_audio(input_features, audio_encoder_states)
         if inputs_embeds is None:
@@ -215,13 +256,20 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
             inputs_embeds = self.get_input_embeddings()(token_ids)
             if labels is not None:
                 labels = labels.masked_fill(is_placeholder, -100)
-        if merging:
-            audio_features = self.get_audio_features(
-                input_features, input_features_mask, audio_encoder_states, audio_encoder_mask
-            ).to(inputs_embeds.dtype)
-            placeholder_mask = self.get_placeholder_mask(input_ids, inputs_embeds, audio_features)
-            inputs_embeds = inputs_embeds.masked_scatter(placeholder_mask, audio_features)
-        return inputs_embeds, labels
+        if not merging:
+            return inputs_embeds, labels, None
+        states, mask = self._audio_states(input_features, input_features_mask, audio_encoder_states,
+                                          audio_encoder_mask)
+        audio_features = self.multi_modal_projector.embed(states, mask, self.get_input_embeddings())
+        audio_features = audio_features.to(inputs_embeds.dtype)
+        placeholder_mask = self.get_placeholder_mask(input_ids, inputs_embeds, audio_features)
+        inputs_embeds = inputs_embeds.masked_scatter(placeholder_mask, audio_features)
+        visible = self.multi_modal_projector.visible_slots(states, mask)
+        if visible is None:
+            return inputs_embeds, labels, None
+        hidden = torch.zeros(placeholder_mask.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
+        hidden[placeholder_mask[..., 0]] = ~visible.to(hidden.device)
+        return inputs_embeds, labels, hidden
 
     def suppress_audio_token(self, generation_config=None):
         """Add `<|audio|>` to `suppress_tokens` of the generation config: the model never writes a placeholder."""
@@ -259,12 +307,14 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
             cache = kwargs.pop("past_key_values")
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
-        inputs_embeds, labels = self.embed_inputs(
+        past_length = cache.get_seq_length() if cache is not None else 0
+        inputs_embeds, labels, hidden = self._merge_audio(
             input_ids, input_features, input_features_mask, audio_encoder_states, audio_encoder_mask,
-            inputs_embeds=inputs_embeds, labels=labels,
-            decoding_step=cache is not None and cache.get_seq_length() > 0,
+            inputs_embeds, labels, decoding_step=past_length > 0,
         )
-        return self.language_model(
+        if hidden is not None:
+            attention_mask, position_ids = hide_from_attention(hidden, attention_mask, past_length)
+        outputs = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -274,6 +324,18 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
+        if hidden is None:
+            return outputs
+        return SaladCausalLMOutputWithPast(**outputs, attention_mask=attention_mask, position_ids=position_ids)
+
+    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, *args, **kwargs):
+        # Where the prefill hid audio slots, the following steps must keep them hidden and keep counting positions
+        # from the visible tokens: continue from the mask and positions the prefill ran with (as Qwen2.5-Omni
+        # carries its rope deltas from the prefill to the decoding steps).
+        for name in ("attention_mask", "position_ids"):
+            if getattr(outputs, name, None) is not None:
+                model_kwargs[name] = getattr(outputs, name)
+        return super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration=False, **kwargs):
         model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)

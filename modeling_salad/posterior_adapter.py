@@ -120,6 +120,12 @@ def place_in_slots(out: torch.Tensor, values: torch.Tensor, row: torch.Tensor, o
     return out
 
 
+def order_within_rows(row: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """`[P]` chunk index of each input (sorted) -> `[P]` its rank among the inputs of its chunk."""
+    per_row = torch.bincount(row, minlength=num_rows)
+    return torch.arange(row.shape[0], device=row.device) - (torch.cumsum(per_row, 0) - per_row)[row]
+
+
 def filler_embedding(text_tokenizer, text_embeddings: nn.Module | None, text: str) -> torch.Tensor:
     """The LLM input embedding of `text`, which must be one LLM token (the filler's start value)."""
     ids = text_tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -174,6 +180,7 @@ class SaladPosteriorProjector(SaladProjector):
         self.spread_pieces = config.posterior_pieces == "spread"
         self.fillers_first = config.posterior_fillers == "start"
         self.filler_text = config.posterior_filler_text
+        self.hide_fillers = bool(config.posterior_hide_fillers)
         self.filler = nn.Parameter(torch.zeros(config.text_config.hidden_size))
         self.register_buffer("bridge_ids", torch.zeros(audio.vocab_size, config.bridge_max_pieces, dtype=torch.long))
         self.register_buffer("bridge_counts", torch.zeros(audio.vocab_size, dtype=torch.long))
@@ -203,6 +210,9 @@ class SaladPosteriorProjector(SaladProjector):
         if config.posterior_fillers not in POSTERIOR_FILLER_MODES:
             raise ValueError(f"posterior_fillers must be one of {POSTERIOR_FILLER_MODES}, "
                              f"got {config.posterior_fillers!r}.")
+        if getattr(config, "posterior_hide_fillers", False) and config.posterior_fillers != "start":
+            raise ValueError("posterior_hide_fillers=True needs posterior_fillers='start': the slot that predicts "
+                             "the text after a clip must be the transcript's last piece, not a hidden filler.")
         if config.posterior_pieces == "spread" and int(config.posterior_top_k) <= 0 \
                 and float(config.posterior_temperature) > 0:
             raise ValueError("posterior_pieces='spread' needs posterior_top_k > 0 (its expectation runs over each "
@@ -248,6 +258,22 @@ class SaladPosteriorProjector(SaladProjector):
     def embed(self, states, mask, text_embeddings):
         return self(states, mask, text_embeddings)[self.slot_mask(mask)]
 
+    def visible_slots(self, states, mask):
+        """With `posterior_hide_fillers`, True on the slots that hold the transcript (`[sum of placeholders]`), the
+        same slots `forward` fills; the filler slots are hidden from the LLM."""
+        if not self.hide_fillers:
+            return None
+        _, token_ids, slot_mask = unpack_posterior_states(states, mask, self.window)
+        is_token = (token_ids >= 0) & slot_mask
+        row, slot = is_token.nonzero(as_tuple=True)
+        if self.spread_pieces:
+            row = torch.repeat_interleave(row, self.bridge_counts[token_ids[is_token]].clamp(min=1))
+            slot = order_within_rows(row, token_ids.shape[0])
+        filled = place_in_slots(slot_mask.new_zeros(*token_ids.shape, 1, dtype=torch.float32),
+                                torch.ones(row.shape[0], 1, device=row.device), row, slot, slot_mask,
+                                self.fillers_first)
+        return filled[..., 0].bool()[slot_mask]
+
     def _piece_tables(self):
         counts = self.bridge_counts.clamp(max=1) if self.first_piece_only else self.bridge_counts
         return self.bridge_ids, counts
@@ -283,8 +309,7 @@ class SaladPosteriorProjector(SaladProjector):
             values, owner, piece = spread_piece_embeddings(weights, candidates, greedy, self.bridge_ids,
                                                            self.bridge_counts, text_embeddings)
             piece_row = row[owner]  # rows stay in order: `nonzero` walks the chunks one after another
-            per_row = torch.bincount(piece_row, minlength=out.shape[0])
-            order = torch.arange(owner.shape[0], device=owner.device) - (torch.cumsum(per_row, 0) - per_row)[piece_row]
+            order = order_within_rows(piece_row, out.shape[0])
             return place_in_slots(out, values, piece_row, order, slot_mask, self.fillers_first)
         if logits is None:
             ids, counts = self._piece_tables()

@@ -2,7 +2,7 @@
 
 One class per adapter type, registered under its `adapter_type` name (the value saved in `config.json`).
 `SaladConfig`, `SaladForCausalLM` and `SaladProcessor` only ever ask the class found by `projector_class(name)`;
-none of them tests the name. A class answers four questions:
+none of them tests the name. A class answers these questions:
 
 * `configure(config)`: fill its defaults on the config (e.g. `stack_factor`) and reject settings it cannot run;
 * `num_slots(num_encoder_frames, stack_factor)`: the `<|audio|>` placeholders of one chunk, known from the clip's
@@ -11,7 +11,8 @@ none of them tests the name. A class answers four questions:
   (`"encoder_frames"`: `[T, C]` encoder frames, stacked by the projector; `"slot_states"`: `[slots, W]`, one row
   per placeholder), and `slots_for_precomputed(num_rows, stack_factor)` to count placeholders from such rows;
 * `build_audio_tower(config)` / `audio_encoder(tower)` / `precompute(...)` / `embed(...)`: the modules it reads
-  and the two halves of its forward pass (frozen part, trainable part).
+  and the two halves of its forward pass (frozen part, trainable part);
+* `visible_slots(states, mask)`: which of its slots the LLM attends to (default: all).
 
 Adding an adapter type means adding one class: subclass `SaladProjector` in this file or in a flat sibling file,
 decorate it with `@register_projector`, and import that file from `configuration_salad.py` (every remote-code
@@ -128,6 +129,11 @@ class SaladProjector(nn.Module):
         dtype = next(self.parameters()).dtype
         stacked, token_mask = stack_frames(states.to(dtype), mask.bool(), self.stack_factor)
         return self(stacked, token_mask)[token_mask]
+
+    def visible_slots(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        """Which of `embed`'s flat outputs the LLM attends to (`[sum of placeholders]` bool), or None for all.
+        A hidden slot keeps its placeholder position but is masked out of attention and takes no position id."""
+        return None
 
     # ------------------------------------------------------------ what the builder asks
     @classmethod

@@ -124,7 +124,10 @@ def test_slot_count_from_length_and_precomputed_states(seconds):
 
 
 @pytest.mark.parametrize("config", [dict(), dict(posterior_top_k=4, posterior_pieces="spread",
-                                                  posterior_fillers="start")], ids=["mean", "spread-fillers-first"])
+                                                  posterior_fillers="start"),
+                                    dict(posterior_top_k=4, posterior_pieces="spread", posterior_fillers="start",
+                                         posterior_hide_fillers=True)],
+                         ids=["mean", "spread-fillers-first", "spread-hidden-fillers"])
 def test_batch_equals_single_and_left_equals_right_padding(config):
     model, processor = tiny_model(posterior_temperature=1.5, **config)
     seconds = (0.6, 2.4, 1.1)
@@ -245,6 +248,71 @@ def test_fillers_first_right_aligns_the_transcript(pieces):
         assert bool((at_start[: real - used] == 0.5).all()) and bool((at_end[used:] == 0.5).all())
 
 
+HIDDEN_FILLER_TOKENS = [4, 7, 2, 9]  # Whisper ids: 6 LLM pieces (44; 47, 48; 42; 49, 50) in a 12-slot chunk
+
+
+def hidden_filler_inputs(processor, text="a <|audio|> b"):
+    """`input_ids [1, L]` with 12 placeholders and packed states of a chunk holding `HIDDEN_FILLER_TOKENS`."""
+    from evaluation.scorer import expand_audio_placeholder
+
+    token_ids = torch.tensor([HIDDEN_FILLER_TOKENS + [-1] * 8])
+    states, mask = pack_posterior_states(torch.randn(1, 1500, 8), token_ids, torch.tensor([12]))
+    ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = expand_audio_placeholder(ids, processor.tokenizer, 12)
+    return torch.tensor([ids]), {"audio_encoder_states": states, "audio_encoder_mask": mask}
+
+
+def transcript_text_ids(processor, input_ids):
+    """The same prompt with the 12 placeholders replaced by the transcript's 6 LLM pieces, as plain text."""
+    ids = input_ids[0].tolist()
+    at = ids.index(processor.audio_token_id)
+    return torch.tensor([ids[:at] + [44, 47, 48, 42, 49, 50] + ids[at + 12:]])
+
+
+def hidden_filler_model():
+    model, processor = tiny_model(posterior_temperature=0.0, posterior_pieces="spread", posterior_fillers="start",
+                                  posterior_hide_fillers=True)
+    with torch.no_grad():
+        model.multi_modal_projector.filler.normal_()  # a filler the LLM would notice, were it not hidden
+    return model, processor
+
+
+def test_hidden_fillers_read_exactly_like_the_transcript_text():
+    model, processor = hidden_filler_model()
+    input_ids, audio = hidden_filler_inputs(processor)
+    text_ids = transcript_text_ids(processor, input_ids)
+    with torch.no_grad():
+        output = model(input_ids=input_ids, **audio)
+        text_logits = model.language_model(input_ids=text_ids).logits
+    at = input_ids[0].tolist().index(processor.audio_token_id)
+    visible = output.attention_mask[0].bool()
+    assert visible.sum() == text_ids.shape[1] and not visible[at:at + 6].any()  # the 6 fillers come first
+    torch.testing.assert_close(output.logits[0][visible], text_logits[0], rtol=1e-5, atol=1e-5)
+    assert output.position_ids[0][visible].tolist() == list(range(text_ids.shape[1]))
+    shown, _ = tiny_model(posterior_temperature=0.0, posterior_pieces="spread", posterior_fillers="start")
+    shown.load_state_dict(model.state_dict())
+    with torch.no_grad():  # without hiding, the same weights read the fillers
+        assert not torch.allclose(shown(input_ids=input_ids, **audio).logits[0, -1], text_logits[0, -1])
+
+
+def test_hidden_fillers_generate_and_cached_scoring_continue_like_the_transcript_text():
+    from evaluation.scorer import score_continuations
+
+    model, processor = hidden_filler_model()
+    input_ids, audio = hidden_filler_inputs(processor)
+    text_ids = transcript_text_ids(processor, input_ids)
+    with torch.no_grad():
+        generated = model.generate(input_ids=input_ids, **audio, max_new_tokens=6, do_sample=False)
+        reference = model.language_model.generate(input_ids=text_ids, max_new_tokens=6, do_sample=False)
+    assert generated[0, input_ids.shape[1]:].tolist() == reference[0, text_ids.shape[1]:].tolist()
+    choices = [[60, 61, 62], [70], [80, 81]]
+    scores = score_continuations(model, input_ids, choices, audio)
+    for got, want in zip(scores, score_continuations(model.language_model, text_ids, choices)):
+        assert got[1] == want[1] and math.isclose(got[0], want[0], rel_tol=1e-5, abs_tol=1e-5)
+    uncached = score_continuations(model, input_ids, choices, audio, share_prefix=False)
+    assert all(math.isclose(a[0], b[0], rel_tol=1e-5, abs_tol=1e-5) for a, b in zip(scores, uncached))
+
+
 def test_build_salad_starts_the_filler_at_the_embedding_of_posterior_filler_text(tmp_path):
     from modeling_salad import build_salad
 
@@ -264,6 +332,8 @@ def test_config_rules():
         tiny_model(posterior_pieces="last")
     with pytest.raises(ValueError, match="posterior_fillers"):
         tiny_model(posterior_fillers="middle")
+    with pytest.raises(ValueError, match="posterior_fillers='start'"):
+        tiny_model(posterior_hide_fillers=True)
     with pytest.raises(ValueError, match="top_k > 0"):
         tiny_model(posterior_pieces="spread", posterior_top_k=0)
     with pytest.raises(ValueError, match=">= 0"):
