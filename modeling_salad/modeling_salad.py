@@ -258,13 +258,18 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
                 labels = labels.masked_fill(is_placeholder, -100)
         if not merging:
             return inputs_embeds, labels, None
-        states, mask = self._audio_states(input_features, input_features_mask, audio_encoder_states,
-                                          audio_encoder_mask)
-        audio_features = self.multi_modal_projector.embed(states, mask, self.get_input_embeddings())
+        projector, visible = self.multi_modal_projector, None
+        if projector.hides_slots:
+            states, mask = self._audio_states(input_features, input_features_mask, audio_encoder_states,
+                                              audio_encoder_mask)
+            audio_features = projector.embed(states, mask, self.get_input_embeddings())
+            visible = projector.visible_slots(states, mask)
+        else:
+            audio_features = self.get_audio_features(input_features, input_features_mask, audio_encoder_states,
+                                                     audio_encoder_mask)
         audio_features = audio_features.to(inputs_embeds.dtype)
         placeholder_mask = self.get_placeholder_mask(input_ids, inputs_embeds, audio_features)
         inputs_embeds = inputs_embeds.masked_scatter(placeholder_mask, audio_features)
-        visible = self.multi_modal_projector.visible_slots(states, mask)
         if visible is None:
             return inputs_embeds, labels, None
         hidden = torch.zeros(placeholder_mask.shape[:2], dtype=torch.bool, device=inputs_embeds.device)

@@ -258,6 +258,10 @@ class SaladPosteriorProjector(SaladProjector):
     def embed(self, states, mask, text_embeddings):
         return self(states, mask, text_embeddings)[self.slot_mask(mask)]
 
+    @property
+    def hides_slots(self) -> bool:
+        return self.hide_fillers
+
     def visible_slots(self, states, mask):
         """With `posterior_hide_fillers`, True on the slots that hold the transcript (`[sum of placeholders]`), the
         same slots `forward` fills; the filler slots are hidden from the LLM."""

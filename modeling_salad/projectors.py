@@ -12,7 +12,7 @@ none of them tests the name. A class answers these questions:
   per placeholder), and `slots_for_precomputed(num_rows, stack_factor)` to count placeholders from such rows;
 * `build_audio_tower(config)` / `audio_encoder(tower)` / `precompute(...)` / `embed(...)`: the modules it reads
   and the two halves of its forward pass (frozen part, trainable part);
-* `visible_slots(states, mask)`: which of its slots the LLM attends to (default: all).
+* `hides_slots` / `visible_slots(states, mask)`: which of its slots the LLM attends to (default: all).
 
 Adding an adapter type means adding one class: subclass `SaladProjector` in this file or in a flat sibling file,
 decorate it with `@register_projector`, and import that file from `configuration_salad.py` (every remote-code
@@ -129,6 +129,11 @@ class SaladProjector(nn.Module):
         dtype = next(self.parameters()).dtype
         stacked, token_mask = stack_frames(states.to(dtype), mask.bool(), self.stack_factor)
         return self(stacked, token_mask)[token_mask]
+
+    @property
+    def hides_slots(self) -> bool:
+        """Whether `visible_slots` may hide any slot (then the model asks it on every audio merge)."""
+        return False
 
     def visible_slots(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
         """Which of `embed`'s flat outputs the LLM attends to (`[sum of placeholders]` bool), or None for all.
