@@ -210,7 +210,7 @@ class SaladPosteriorProjector(SaladProjector):
         if config.posterior_fillers not in POSTERIOR_FILLER_MODES:
             raise ValueError(f"posterior_fillers must be one of {POSTERIOR_FILLER_MODES}, "
                              f"got {config.posterior_fillers!r}.")
-        if getattr(config, "posterior_hide_fillers", False) and config.posterior_fillers != "start":
+        if config.posterior_hide_fillers and config.posterior_fillers != "start":
             raise ValueError("posterior_hide_fillers=True needs posterior_fillers='start': the slot that predicts "
                              "the text after a clip must be the transcript's last piece, not a hidden filler.")
         if config.posterior_pieces == "spread" and int(config.posterior_top_k) <= 0 \
