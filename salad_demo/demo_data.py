@@ -4,7 +4,8 @@
 * Stage I (narrow domain, narrative text): BIG-bench understanding_fables and minute_mysteries_qa stories (the
   closing question stripped) and the "Context:" passages of the cosmosqa answer-generation subtask, cut at
   sentence ends into documents of about `document_words` words. One part becomes speech/text span documents,
-  a disjoint part the text-only replay set.
+  a disjoint part the text-only replay set. With `DemoPreset.stage1_numeric_documents`, Stage I also speaks
+  broad-pool texts that contain written digits (`numeric_documents`).
 * Stage II (broad pool): every other BIG-bench task and OpenAI evals file (`selection.text_pool`), with the
   evaluation tasks and the narrative tasks (and tasks sharing their texts) excluded.
 """
@@ -119,6 +120,43 @@ def narrative_documents(num_speech: int, num_replay: int, words: int, seed: int 
         raise ValueError(f"the narrative sources give only {len(picked)} documents, {wanted} wanted")
     random.Random(seed).shuffle(picked)
     return picked[:num_speech], picked[num_speech:]
+
+
+_DIGIT = re.compile(r"\d")
+
+
+def numeric_documents(pool_rows: list[dict], count: int, words: int, seed: int = 0) -> list[dict]:
+    """`count` span documents of about `words` words from the broad-pool texts that contain written digits.
+
+    Spoken, a digit becomes a word ("0 times 8" is heard as "zero times eight", and Whisper writes either), so these
+    are the texts where what the teacher reads and what the student hears differ in form though not in meaning,
+    which narrative text hardly has. Texts of one domain are joined in a seeded order; documents are taken
+    round-robin across domains so that no single task dominates."""
+    by_domain: dict[str, list[dict]] = {}
+    for row in pool_rows:
+        if _DIGIT.search(row["text"]):
+            by_domain.setdefault(row["domain"], []).append(row)
+    queues = [_joined_documents(sorted(rows, key=lambda r: stable_hash("numeric", seed, r["id"])), words, domain)
+              for domain, rows in sorted(by_domain.items())]
+    picked = []
+    while len(picked) < count and any(queues):
+        picked += [queue.pop(0) for queue in queues if queue][: count - len(picked)]
+    if len(picked) < count:
+        raise ValueError(f"the broad pool gives only {len(picked)} documents with digits, {count} wanted")
+    random.Random(seed).shuffle(picked)
+    return picked
+
+
+def _joined_documents(rows: list[dict], words: int, domain: str) -> list[dict]:
+    """Consecutive texts of one domain joined into documents of about `words` words (at least two texts each)."""
+    docs, current = [], []
+    for row in rows:
+        current.append(_clean(row["text"]))
+        if len(current) > 1 and sum(len(t.split()) for t in current) >= words:
+            docs.append(current)
+            current = []
+    return [{"id": f"numeric-{stable_hash(domain, ' '.join(texts)):016x}", "text": " ".join(texts), "source": domain}
+            for texts in docs]
 
 
 def eval_items(task: str, count: int, max_question_words: int, seed: int = 0) -> list[dict]:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from spans import atomic_write_text, staging_dir
 
-from .demo_data import (eval_items, narrative_documents, pool_exclusions, read_jsonl, write_jsonl)
+from .demo_data import eval_items, narrative_documents, numeric_documents, pool_exclusions, read_jsonl, write_jsonl
 from .presets import NARRATIVE_TASKS, PRESETS, RECIPE_NOTES, get_preset
 
 from .stages import StageRunner
@@ -225,6 +225,9 @@ class DemoPipeline:
         p = self.preset
         speech_docs, replay_docs = narrative_documents(p.stage1_documents, p.replay_documents, p.document_words,
                                                        seed=p.seed)
+        if p.stage1_numeric_documents:
+            speech_docs += numeric_documents(read_jsonl(self.broad_pool()), p.stage1_numeric_documents,
+                                             p.document_words, seed=p.seed)
         write_jsonl(speech_docs, self.data / "stage1_documents.jsonl")
         write_jsonl([{"id": d["id"], "text": d["text"], "source": d["source"]} for d in replay_docs],
                     self.data / "replay.jsonl")

@@ -133,6 +133,9 @@ class DemoPreset:
     stage1_documents: int = field(default=200, metadata={"help": "narrative span documents synthesized"})
     replay_documents: int = field(default=200, metadata={"help": "narrative text-only replay documents"})
     document_words: int = field(default=90, metadata={"help": "words per narrative document (sentence-cut)"})
+    stage1_numeric_documents: int = field(default=0, metadata={
+        "help": "further Stage I span documents joined from broad-pool texts that contain written digits (spoken, "
+                "the digits become words); 0 = narrative only"})
     # training
     stage1_steps: int = field(default=150, metadata={"help": "Stage I optimizer steps"})
     stage2_steps: int = field(default=80, metadata={"help": "Stage II optimizer steps (each of active/uniform)"})
@@ -167,6 +170,8 @@ class DemoPreset:
         bad = [name for name in positive if getattr(self, name) < 1]
         if bad:
             raise ValueError(f"preset {self.name!r}: {bad} must be >= 1")
+        if self.stage1_numeric_documents < 0:
+            raise ValueError(f"preset {self.name!r}: stage1_numeric_documents must be >= 0")
         if self.fewshot_pool_size < self.num_fewshot:
             raise ValueError(f"preset {self.name!r}: fewshot_pool_size < num_fewshot")
         if self.eval_items_per_task < self.fewshot_pool_size + 3:
