@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -110,11 +109,9 @@ def test_salad_app_console_script_refuses_a_missing_model(tmp_path):
 
 
 def test_app_answers_a_typed_question_through_its_spoken_version(real_app):
-    start = time.perf_counter()
     answers = real_app.ask(None, QUESTION)
     assert answers.salad.strip() and answers.base.strip()
     assert "capital" in answers.transcript.lower()
     assert "reads the typed question" in answers.base_info
-    assert time.perf_counter() - start < 300
     with pytest.raises(ValueError, match="Record or upload a spoken question, or type one"):
         real_app.ask(None, "  ")
