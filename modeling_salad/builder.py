@@ -41,6 +41,7 @@ ADAPTER_KWARGS = (
     "posterior_fillers",
     "posterior_filler_text",
     "posterior_hide_fillers",
+    "posterior_logit_bias",
 )
 
 

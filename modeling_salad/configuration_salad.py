@@ -75,6 +75,11 @@ class SaladConfig(PreTrainedConfig):
             mode the LLM reads exactly its own tokenization of the transcript (the ASR cascade); the processor's
             slot counts do not change. Needs `posterior_fillers="start"` (the slot before the text that follows a
             clip is then the transcript's last piece).
+        posterior_logit_bias (`bool`, defaults to False): Posterior front end: a learnable bias over Whisper's
+            content tokens, added to the decoder's logits both when it transcribes greedily and in the slot
+            posterior (zero at the start, so the front end starts as configured). It can learn which written form
+            the text uses where the recognizer hesitates between two (" zero" or " 0") without moving the
+            decoder's weights.
     """
 
     model_type = "salad"
@@ -105,6 +110,7 @@ class SaladConfig(PreTrainedConfig):
     posterior_fillers: str = "end"
     posterior_filler_text: str | None = None
     posterior_hide_fillers: bool = False
+    posterior_logit_bias: bool = False
 
     def __post_init__(self, **kwargs):
         for name in ("text_config", "audio_config"):

@@ -182,6 +182,7 @@ class SaladPosteriorProjector(SaladProjector):
         self.filler_text = config.posterior_filler_text
         self.hide_fillers = bool(config.posterior_hide_fillers)
         self.filler = nn.Parameter(torch.zeros(config.text_config.hidden_size))
+        self.logit_bias = nn.Parameter(torch.zeros(int(audio.eos_token_id))) if config.posterior_logit_bias else None
         self.register_buffer("bridge_ids", torch.zeros(audio.vocab_size, config.bridge_max_pieces, dtype=torch.long))
         self.register_buffer("bridge_counts", torch.zeros(audio.vocab_size, dtype=torch.long))
         self.window = int(audio.max_source_positions)
@@ -238,6 +239,8 @@ class SaladPosteriorProjector(SaladProjector):
         """Start as the pure bridge at the configured temperature: zero filler (`build_salad` then sets it to the
         embedding of `posterior_filler_text`, when given)."""
         nn.init.zeros_(self.filler)
+        if self.logit_bias is not None:
+            nn.init.zeros_(self.logit_bias)
         with torch.no_grad():
             self.log_temperature.fill_(math.log(self.initial_temperature or 1.0))
 
@@ -248,7 +251,8 @@ class SaladPosteriorProjector(SaladProjector):
     def precompute(self, encoder_states, frame_mask, audio_tower=None):
         """Window `[N, T, D]` + real-frame mask `[N, T]` -> packed posterior states and mask (greedy transcript)."""
         num_slots = transcript_slots(frame_mask.sum(-1), self.stack_factor, self.max_slots)
-        _, token_ids = greedy_decode_slots(self, encoder_states, num_slots, self.prompt_ids, self.eos_token_id)
+        _, token_ids = greedy_decode_slots(self, encoder_states, num_slots, self.prompt_ids, self.eos_token_id,
+                                           self.logit_bias)
         return pack_posterior_states(encoder_states, token_ids, num_slots)
 
     def slot_mask(self, mask: torch.Tensor) -> torch.Tensor:
@@ -278,6 +282,11 @@ class SaladPosteriorProjector(SaladProjector):
                                 self.fillers_first)
         return filled[..., 0].bool()[slot_mask]
 
+    def _slot_logits(self, encoder: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced content logits `[N, S, V]`, with the learned bias (the one greedy decoding adds)."""
+        logits = teacher_forced_logits(self.decoder, encoder, token_ids, self.prompt_ids, self.eos_token_id)
+        return logits if self.logit_bias is None else logits + self.logit_bias.float()
+
     def _piece_tables(self):
         counts = self.bridge_counts.clamp(max=1) if self.first_piece_only else self.bridge_counts
         return self.bridge_ids, counts
@@ -303,8 +312,7 @@ class SaladPosteriorProjector(SaladProjector):
             return out
         row, slot = is_token.nonzero(as_tuple=True)
         greedy = token_ids[is_token]
-        logits = None if self.hard else teacher_forced_logits(self.decoder, encoder, token_ids, self.prompt_ids,
-                                                              self.eos_token_id)[is_token]
+        logits = None if self.hard else self._slot_logits(encoder, token_ids)[is_token]
         if self.spread_pieces:
             if logits is None:
                 weights, candidates = torch.ones_like(greedy, dtype=dtype)[:, None], greedy[:, None]

@@ -30,13 +30,14 @@ def transcript_slots(num_encoder_frames: torch.Tensor, stack_factor: int, max_sl
 
 @torch.no_grad()
 def greedy_decode_slots(whisper, encoder_states: torch.Tensor, num_slots: torch.Tensor, prompt_ids: list[int],
-                        eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+                        eos_token_id: int, logit_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy Whisper decoding, at most `num_slots[i]` tokens for chunk i (stops at end-of-text).
 
     Args:
         whisper: a `WhisperModel` (its `.decoder`; the output projection is tied to `decoder.embed_tokens`).
         encoder_states: `[N, T, D]` encoder outputs (the full 30 s window the decoder was trained with).
         num_slots: `[N]` maximum tokens per chunk.
+        logit_bias: optional `[eos_token_id]` bias added to the content tokens' logits.
     Returns:
         hidden `[N, S, D]`: the final decoder state that predicted each token (zeros past the end);
         token_ids `[N, S]`: the recognized Whisper tokens, -1 past the end. `S = num_slots.max()`.
@@ -56,6 +57,8 @@ def greedy_decode_slots(whisper, encoder_states: torch.Tensor, num_slots: torch.
         state = out.last_hidden_state[:, -1]
         logits = state.float() @ vocab.float().T
         logits[:, eos_token_id + 1:] = float("-inf")  # special and timestamp tokens are never content
+        if logit_bias is not None:
+            logits[:, :eos_token_id] += logit_bias.float()
         next_token = logits.argmax(-1)
         active &= (next_token != eos_token_id) & (step < num_slots)
         hidden[active, step] = state[active].to(hidden.dtype)

@@ -450,3 +450,26 @@ def test_a_frame_adapter_training_keeps_its_cached_encoder_states():
     with torch.no_grad():
         next(model.multi_modal_projector.parameters()).add_(0.5)
     assert encoder_identity(model, processor) == before
+
+
+def test_logit_bias_starts_at_zero_moves_greedy_and_posterior_alike_and_trains():
+    plain, processor = tiny_model(posterior_temperature=0.5, posterior_top_k=8)
+    biased, _ = tiny_model(posterior_temperature=0.5, posterior_top_k=8, posterior_logit_bias=True)
+    inputs = speech_inputs(processor, (1.5,))
+    projector = biased.multi_modal_projector
+    assert projector.logit_bias.shape == (EOS,) and not projector.logit_bias.any()
+    with torch.no_grad():
+        torch.testing.assert_close(biased(**inputs).logits, plain(**inputs).logits)  # zero bias: no change
+        states, mask = biased.encode_audio(inputs["input_features"], inputs["input_features_mask"])
+        encoder, tokens, slot_mask = unpack_posterior_states(states, mask, 1500)
+        favoured = int(tokens[tokens >= 0][0]) + 1  # a content token the greedy transcript does not start with
+        projector.logit_bias[favoured] = 1e4
+        states, mask = biased.encode_audio(inputs["input_features"], inputs["input_features_mask"])
+        _, biased_tokens, _ = unpack_posterior_states(states, mask, 1500)
+        assert bool((biased_tokens[tokens >= 0] == favoured).all())  # greedy decoding reads the bias
+        logits = projector._slot_logits(encoder, biased_tokens)
+        assert bool((logits[biased_tokens >= 0].argmax(-1) == favoured).all())  # and so does the slot posterior
+        projector.logit_bias.zero_()
+    biased.train()
+    biased(**inputs).logits.float().pow(2).mean().backward()
+    assert projector.logit_bias.grad is not None and projector.logit_bias.grad.abs().sum() > 0
