@@ -1,6 +1,6 @@
 """`salad-demo`: the whole SALAD method end to end on real small pretrained parts, one command.
 
-    salad-demo --preset smoke|default|long [--output DIR] [--stages a,b,...] [--force STAGE]
+    salad-demo --preset smoke|default|long [--output DIR] [--stages a,b,...] [--force STAGE] [--set FIELD=VALUE]
 
 Stages (each cached in OUT/stages/<name>.json by `StageRunner`; a second run reuses every finished stage, a killed
 run resumes at the first unfinished one; `--force STAGE` redoes STAGE and everything after it):
@@ -36,7 +36,7 @@ from pathlib import Path
 from spans import atomic_write_text, staging_dir
 
 from .demo_data import eval_items, narrative_documents, numeric_documents, pool_exclusions, read_jsonl, write_jsonl
-from .presets import NARRATIVE_TASKS, PRESETS, RECIPE_NOTES, get_preset
+from .presets import NARRATIVE_TASKS, PRESETS, RECIPE_NOTES, get_preset, parse_overrides
 
 from .stages import StageRunner
 
@@ -476,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stages", help="comma-separated stages to run (default: all); earlier stages must be done")
     parser.add_argument("--force", action="append", default=[], metavar="STAGE",
                         help="redo STAGE and every stage after it (repeatable)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override one preset field (JSON value, e.g. --set stage1_steps=120 --set "
+                             "trainable='\"llm\"'); the run folder records it (repeatable)")
     parser.add_argument("--threads", default="auto",
                         help="torch CPU threads; 'auto' = 1 when the machine is oversubscribed (load average above "
                              "the core count: spinning OpenMP threads then cost more than they give), else torch's "
@@ -502,7 +505,7 @@ def set_threads(threads: str) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    preset = get_preset(args.preset)
+    preset = get_preset(args.preset, parse_overrides(args.set))
     output = Path(args.output or preset.output_dir)
     if preset.name == "smoke" and output.resolve() == Path(PRESETS["default"].output_dir).resolve():
         raise ValueError("the smoke preset never writes into the default demo folder")

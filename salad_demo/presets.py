@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from dataclasses import dataclass, field
 
 # The adapter recipe of the demo (build_salad keyword arguments). The demo uses the transcript adapter
@@ -221,7 +222,29 @@ PRESETS = {
 }
 
 
-def get_preset(name: str) -> DemoPreset:
+def get_preset(name: str, overrides: dict | None = None) -> DemoPreset:
+    """A copy of preset `name`, with `overrides` ({field: value}) applied and checked."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    return copy.deepcopy(PRESETS[name])
+    preset = copy.deepcopy(PRESETS[name])
+    if not overrides:
+        return preset
+    fields = {f.name for f in dataclasses.fields(DemoPreset)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown preset fields {unknown}; fields: {', '.join(sorted(fields))}")
+    return dataclasses.replace(preset, **overrides)  # runs __post_init__'s checks again
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`["field=JSON value", ...]` (the `--set` form) -> {field: value}; a value that is not JSON is a string."""
+    overrides = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--set takes FIELD=VALUE, got {item!r}")
+        try:
+            overrides[name.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[name.strip()] = text
+    return overrides

@@ -43,3 +43,29 @@ def test_preset_rejects_a_negative_numeric_document_count():
     preset.stage1_numeric_documents = -1
     with pytest.raises(ValueError, match="stage1_numeric_documents must be >= 0"):
         preset.__post_init__()
+
+
+def test_preset_overrides_apply_parse_and_are_checked():
+    from salad_demo.presets import parse_overrides
+
+    overrides = parse_overrides(["stage1_numeric_documents=90", 'trainable="adapter"', "seen_voice=flite:rms",
+                                 'recipe={"adapter_type": "mlp"}'])
+    assert overrides == {"stage1_numeric_documents": 90, "trainable": "adapter", "seen_voice": "flite:rms",
+                         "recipe": {"adapter_type": "mlp"}}
+    preset = get_preset("smoke", overrides)
+    assert preset.stage1_numeric_documents == 90 and preset.recipe == {"adapter_type": "mlp"}
+    assert get_preset("smoke").stage1_numeric_documents == 0  # the registry's preset is untouched
+    with pytest.raises(ValueError, match="unknown preset fields \\['no_such_field'\\]"):
+        get_preset("smoke", {"no_such_field": 1})
+    with pytest.raises(ValueError, match="stage1_numeric_documents must be >= 0"):
+        get_preset("smoke", {"stage1_numeric_documents": -2})
+    with pytest.raises(ValueError, match="--set takes FIELD=VALUE"):
+        parse_overrides(["stage1_steps"])
+
+
+def test_salad_demo_refuses_an_unknown_set_field_before_any_work(tmp_path):
+    from console_scripts import run_script
+
+    proc = run_script("salad-demo", "--preset", "smoke", "--set", "no_such_field=1", "--output", tmp_path / "demo")
+    assert proc.returncode != 0 and "unknown preset fields ['no_such_field']" in proc.stderr
+    assert not (tmp_path / "demo").exists()
