@@ -1,0 +1,89 @@
+"""Written numbers in spoken arithmetic: where Whisper writes digits and where it writes words, and what it costs.
+
+    python benchmarks/number_forms.py split runs/demo/eval/salad-init [--task arithmetic/1_digit_multiplication]
+    python benchmarks/number_forms.py posterior "What is 0 times 8?" "What is 1 times 3?" [--voice flite:slt]
+
+`split` reads a `salad-eval`/demo prediction folder (VOICE/predictions/*.jsonl, with the cascade's transcripts) and
+splits one task's items by whether the transcript spells a number as a word: speech and base-text accuracy per
+part. `posterior` speaks each text with a TTS voice and prints Whisper tiny.en's greedy transcript with the two
+most likely tokens of every step (the digit and the word form of a number are often the top two).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+NUMBER_WORDS = re.compile(r"\b(zero|one|two|three|four|five|six|seven|eight|nine|ten)\b", re.I)
+
+
+def split_by_number_form(records: list[dict]) -> dict[str, dict]:
+    """{"words"|"digits": {"n", "speech_acc", "base_text_acc"}} over prediction records with a cascade transcript."""
+    parts: dict[str, list[dict]] = {"words": [], "digits": []}
+    for record in records:
+        words = NUMBER_WORDS.search(record["cascade"]["transcript"] or "")
+        parts["words" if words else "digits"].append(record)
+    return {name: {"n": len(rows),
+                   "speech_acc": 100 * sum(r["speech"]["correct"] for r in rows) / len(rows) if rows else None,
+                   "base_text_acc": 100 * sum(r["base_text"]["correct"] for r in rows) / len(rows) if rows else None}
+            for name, rows in parts.items()}
+
+
+def run_split(folder: Path, task: str) -> None:
+    for voice in sorted(p.name for p in folder.iterdir() if (p / "predictions").is_dir()):
+        path = folder / voice / "predictions" / f"{task}.jsonl"
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for name, part in split_by_number_form(records).items():
+            print(f"{voice}\t{name}\tn={part['n']}\tspeech {part['speech_acc']:.1f}\tbase text "
+                  f"{part['base_text_acc']:.1f}")
+
+
+def run_posterior(texts: list[str], voice: str) -> None:
+    import torch
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    from datasets_scripts.tts.registry import get_backend
+    from salad_demo.assets import prepare_assets
+
+    path = prepare_assets()["whisper"]
+    processor = WhisperProcessor.from_pretrained(path)
+    model = WhisperForConditionalGeneration.from_pretrained(path).eval()
+    engine, _, name = voice.partition(":")
+    backend = get_backend(engine)
+    for text in texts:
+        wave, rate = backend.synthesize(text, name or None)
+        features = processor(wave, sampling_rate=rate, return_tensors="pt").input_features
+        with torch.no_grad():
+            out = model.generate(features, return_dict_in_generate=True, output_scores=True, max_new_tokens=40)
+        print(f"{text!r} -> {processor.decode(out.sequences[0], skip_special_tokens=True)!r}")
+        for scores in out.scores:
+            top = torch.softmax(scores[0].float(), -1).topk(2)
+            print("   " + "  ".join(f"{processor.tokenizer.decode([int(i)])!r} {float(p):.2f}"
+                                    for p, i in zip(top.values, top.indices)))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    split = sub.add_parser("split", help="accuracy by the written form of numbers in the transcripts")
+    split.add_argument("folder", type=Path, help="evaluation folder holding VOICE/predictions/")
+    split.add_argument("--task", default="arithmetic/1_digit_multiplication")
+    posterior = sub.add_parser("posterior", help="Whisper's top-2 tokens per step on spoken texts")
+    posterior.add_argument("texts", nargs="+")
+    posterior.add_argument("--voice", default="flite:slt")
+    args = parser.parse_args(argv)
+    if args.command == "split":
+        run_split(args.folder, args.task)
+    else:
+        run_posterior(args.texts, args.voice)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
