@@ -1,11 +1,13 @@
 """benchmarks/number_forms.py: splitting spoken-arithmetic items by how the transcript writes the numbers."""
 
-import sys
+import importlib.util
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-from number_forms import split_by_number_form  # noqa: E402
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "number_forms.py"
+_spec = importlib.util.spec_from_file_location("salad_benchmarks_number_forms", _PATH)
+number_forms = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(number_forms)
+split_by_number_form = number_forms.split_by_number_form
 
 
 def _record(transcript, speech, text):
