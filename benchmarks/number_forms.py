@@ -12,7 +12,6 @@ most likely tokens of every step (the digit and the word form of a number are of
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -36,9 +35,10 @@ def split_by_number_form(records: list[dict]) -> dict[str, dict]:
 
 
 def run_split(folder: Path, task: str) -> None:
+    from salad_demo.demo_data import read_jsonl
+
     for voice in sorted(p.name for p in folder.iterdir() if (p / "predictions").is_dir()):
-        path = folder / voice / "predictions" / f"{task}.jsonl"
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        records = read_jsonl(folder / voice / "predictions" / f"{task}.jsonl")
         for name, part in split_by_number_form(records).items():
             print(f"{voice}\t{name}\tn={part['n']}\tspeech {part['speech_acc']:.1f}\tbase text "
                   f"{part['base_text_acc']:.1f}")
