@@ -42,6 +42,8 @@ ADAPTER_KWARGS = (
     "posterior_filler_text",
     "posterior_hide_fillers",
     "posterior_logit_bias",
+    "posterior_piece_alignment",
+    "posterior_training_temperature",
 )
 
 

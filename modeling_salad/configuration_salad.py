@@ -80,6 +80,15 @@ class SaladConfig(PreTrainedConfig):
             posterior (zero at the start, so the front end starts as configured). It can learn which written form
             the text uses where the recognizer hesitates between two (" zero" or " 0") without moving the
             decoder's weights.
+        posterior_piece_alignment (`str`, defaults to `"start"`): Posterior front end with `posterior_pieces="spread"`:
+            a candidate token with another number of LLM pieces than the greedy one offers its first pieces
+            (`"start"`) or its last ones (`"end"`) to the greedy token's slots. With `"end"` the runner-up " 0" (a
+            bare space and "0" to the LLM) offers "0" to the slot of a greedy " zero", where `"start"` offers the
+            space. Argmax mode reads the same either way.
+        posterior_training_temperature (`float`, *optional*): Posterior front end: the slot posterior's temperature
+            while the model is in training mode (the learned temperature, untouched then, applies in eval mode).
+            A warm posterior lets distillation reach the runner-up tokens: at T = 0.1 a runner-up at 0.25 against
+            0.63 weighs 1e-4 of the slot.
     """
 
     model_type = "salad"
@@ -111,6 +120,8 @@ class SaladConfig(PreTrainedConfig):
     posterior_filler_text: str | None = None
     posterior_hide_fillers: bool = False
     posterior_logit_bias: bool = False
+    posterior_piece_alignment: str = "start"
+    posterior_training_temperature: float | None = None
 
     def __post_init__(self, **kwargs):
         for name in ("text_config", "audio_config"):

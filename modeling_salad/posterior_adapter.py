@@ -31,6 +31,7 @@ from .transcript_adapter import (bridge_embeddings, greedy_decode_slots, transcr
 
 POSTERIOR_PIECE_MODES = ("mean", "first", "spread")
 POSTERIOR_FILLER_MODES = ("end", "start")
+POSTERIOR_PIECE_ALIGNMENTS = ("start", "end")
 WHISPER_WINDOW_FRAMES = 1500  # encoder frames of Whisper's 30 s window (every released Whisper)
 
 
@@ -85,13 +86,16 @@ def top_k_posterior(logits: torch.Tensor, temperature: torch.Tensor, top_k: int)
 
 
 def spread_piece_embeddings(weights: torch.Tensor, candidates: torch.Tensor, greedy: torch.Tensor,
-                            bridge_ids: torch.Tensor, bridge_counts: torch.Tensor, text_embeddings: nn.Module):
+                            bridge_ids: torch.Tensor, bridge_counts: torch.Tensor, text_embeddings: nn.Module,
+                            align_end: bool = False):
     """One LLM input per LLM piece of each greedy token (`posterior_pieces="spread"`).
 
     `weights`/`candidates` `[R, k]` (the slot posterior), `greedy` `[R]` -> `(embeddings [P, H], owner [P],
     piece [P])`: the greedy token of row r has `max(count, 1)` pieces, and its j-th input is the expectation over the
-    candidates of their j-th piece (a candidate with fewer pieces gives its last one; one with none gives 0). At
-    temperature 0 this is the LLM's own tokenization of the transcript, piece by piece.
+    candidates of their j-th piece (a candidate with fewer pieces gives its last one; one with none gives 0). With
+    `align_end` a candidate's pieces are counted from its last one instead, so that a candidate with more pieces
+    offers its last ones (" 0" is a bare space and "0" to the LLM: "0" then fills the slot of a greedy " zero"). At
+    temperature 0 this is the LLM's own tokenization of the transcript, piece by piece, either way.
     """
     sizes = bridge_counts[greedy].clamp(min=1)
     owner = torch.repeat_interleave(torch.arange(greedy.shape[0], device=greedy.device), sizes)
@@ -99,7 +103,8 @@ def spread_piece_embeddings(weights: torch.Tensor, candidates: torch.Tensor, gre
     piece = torch.arange(owner.shape[0], device=greedy.device) - starts[owner]
     cand = candidates[owner]  # [P, k]
     cand_counts = bridge_counts[cand]
-    index = torch.minimum(piece[:, None], (cand_counts - 1).clamp(min=0))
+    wanted = piece[:, None] + (cand_counts - sizes[owner][:, None] if align_end else 0)
+    index = torch.minimum(wanted.clamp(min=0), (cand_counts - 1).clamp(min=0))
     ids = bridge_ids[cand].gather(-1, index[..., None])[..., 0]
     embedded = text_embeddings(ids) * (cand_counts > 0)[..., None].to(text_embeddings.weight.dtype)
     return (weights[owner][..., None].to(embedded.dtype) * embedded).sum(-2), owner, piece
@@ -181,6 +186,8 @@ class SaladPosteriorProjector(SaladProjector):
         self.fillers_first = config.posterior_fillers == "start"
         self.filler_text = config.posterior_filler_text
         self.hide_fillers = bool(config.posterior_hide_fillers)
+        self.align_pieces_at_end = config.posterior_piece_alignment == "end"
+        self.training_temperature = config.posterior_training_temperature
         self.filler = nn.Parameter(torch.zeros(config.text_config.hidden_size))
         self.logit_bias = nn.Parameter(torch.zeros(int(audio.eos_token_id))) if config.posterior_logit_bias else None
         self.register_buffer("bridge_ids", torch.zeros(audio.vocab_size, config.bridge_max_pieces, dtype=torch.long))
@@ -205,6 +212,14 @@ class SaladPosteriorProjector(SaladProjector):
                              "build_salad reads them from the Whisper generation config.")
         if float(config.posterior_temperature) < 0 or int(config.posterior_top_k) < 0:
             raise ValueError("posterior_temperature and posterior_top_k must be >= 0.")
+        if config.posterior_piece_alignment not in POSTERIOR_PIECE_ALIGNMENTS:
+            raise ValueError(f"posterior_piece_alignment must be one of {POSTERIOR_PIECE_ALIGNMENTS}, "
+                             f"got {config.posterior_piece_alignment!r}.")
+        training_temperature = config.posterior_training_temperature
+        if training_temperature is not None and (float(training_temperature) <= 0
+                                                 or float(config.posterior_temperature) == 0):
+            raise ValueError("posterior_training_temperature must be > 0 (or None), and needs posterior_temperature "
+                             "> 0: in argmax mode no posterior is computed.")
         if config.posterior_pieces not in POSTERIOR_PIECE_MODES:
             raise ValueError(f"posterior_pieces must be one of {POSTERIOR_PIECE_MODES}, "
                              f"got {config.posterior_pieces!r}.")
@@ -246,6 +261,9 @@ class SaladPosteriorProjector(SaladProjector):
 
     @property
     def temperature(self) -> torch.Tensor:
+        """The learned temperature; in training mode `posterior_training_temperature` instead, when set."""
+        if self.training and self.training_temperature is not None:
+            return self.log_temperature.new_tensor(float(self.training_temperature))
         return self.log_temperature.exp()
 
     def precompute(self, encoder_states, frame_mask, audio_tower=None):
@@ -319,7 +337,8 @@ class SaladPosteriorProjector(SaladProjector):
             else:
                 weights, candidates = top_k_posterior(logits, self.temperature, self.top_k)
             values, owner, piece = spread_piece_embeddings(weights, candidates, greedy, self.bridge_ids,
-                                                           self.bridge_counts, text_embeddings)
+                                                           self.bridge_counts, text_embeddings,
+                                                           self.align_pieces_at_end)
             piece_row = row[owner]  # rows stay in order: `nonzero` walks the chunks one after another
             order = order_within_rows(piece_row, out.shape[0])
             return place_in_slots(out, values, piece_row, order, slot_mask, self.fillers_first)

@@ -13,6 +13,7 @@ from modeling_salad.posterior_adapter import (
     bridge_matrix,
     full_posterior_embeddings,
     pack_posterior_states,
+    spread_piece_embeddings,
     top_k_posterior,
     unpack_posterior_states,
 )
@@ -227,6 +228,51 @@ def test_spread_mode_at_a_cold_temperature_equals_argmax_and_stays_differentiabl
     assert grad is not None and grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("align_end", [False, True])
+def test_spread_candidates_offer_their_first_or_last_pieces_against_brute_force(align_end):
+    """Greedy tokens of 1 and 3 LLM pieces, candidates of 0-3 pieces: piece j of the greedy token mixes the
+    candidates' piece j (counted from the start) or piece j - (greedy pieces - candidate pieces) (from the end),
+    clamped to the candidate's pieces; a candidate with none gives 0."""
+    table = torch.nn.Embedding(20, 4)
+    bridge_ids = torch.tensor([[1, 2, 3], [4, 0, 0], [5, 6, 0], [0, 0, 0], [7, 8, 9]])
+    bridge_counts = torch.tensor([3, 1, 2, 0, 3])
+    greedy, candidates = torch.tensor([1, 4]), torch.tensor([[1, 2, 3, 4], [4, 1, 2, 3]])
+    weights = torch.tensor([[0.4, 0.3, 0.2, 0.1], [0.5, 0.2, 0.2, 0.1]])
+    values, owner, piece = spread_piece_embeddings(weights, candidates, greedy, bridge_ids, bridge_counts, table,
+                                                   align_end)
+    assert owner.tolist() == [0, 1, 1, 1] and piece.tolist() == [0, 0, 1, 2]
+    for p in range(4):
+        r, j = int(owner[p]), int(piece[p])
+        size = int(bridge_counts[greedy[r]].clamp(min=1))
+        expected = torch.zeros(4)
+        for weight, c in zip(weights[r], candidates[r].tolist()):
+            count = int(bridge_counts[c])
+            if count:
+                k = j + (count - size if align_end else 0)
+                expected += weight * table.weight[bridge_ids[c, min(max(k, 0), count - 1)]]
+        torch.testing.assert_close(values[p], expected)
+    if align_end:  # the one-piece slot of token 1 gets the last piece of the three-piece candidate 0
+        greedy_one = spread_piece_embeddings(torch.tensor([[0.0, 1.0]]), torch.tensor([[1, 0]]), greedy[:1],
+                                             bridge_ids, bridge_counts, table, True)[0]
+        torch.testing.assert_close(greedy_one[0], table.weight[3])
+
+
+def test_piece_alignment_leaves_argmax_mode_unchanged_and_training_temperature_applies_in_training_only():
+    start, processor = tiny_model(posterior_temperature=0.0, posterior_pieces="spread")
+    end, _ = tiny_model(posterior_temperature=0.0, posterior_pieces="spread", posterior_piece_alignment="end")
+    torch.testing.assert_close(slot_features(start, processor)[0], slot_features(end, processor)[0])
+    model, _ = tiny_model(posterior_temperature=0.1, posterior_top_k=8, posterior_pieces="spread",
+                          posterior_training_temperature=1.0)
+    projector = model.multi_modal_projector
+    assert math.isclose(float(projector.temperature.detach()), 0.1, rel_tol=1e-6)
+    model.train()
+    assert float(projector.temperature) == 1.0
+    warm, _ = tiny_model(posterior_temperature=1.0, posterior_top_k=8, posterior_pieces="spread")
+    inputs = speech_inputs(processor, (1.5,))
+    warm.train()
+    torch.testing.assert_close(model(**inputs).logits, warm(**inputs).logits)
+
+
 @pytest.mark.parametrize("pieces", ["mean", "spread"])
 def test_fillers_first_right_aligns_the_transcript(pieces):
     """Chunks with 2 and 3 greedy tokens (one of two LLM pieces each) in 6 and 5 real slots: the same inputs, the
@@ -338,6 +384,12 @@ def test_config_rules():
         tiny_model(posterior_pieces="spread", posterior_top_k=0)
     with pytest.raises(ValueError, match=">= 0"):
         tiny_model(posterior_temperature=-1.0)
+    with pytest.raises(ValueError, match="posterior_piece_alignment"):
+        tiny_model(posterior_piece_alignment="middle")
+    with pytest.raises(ValueError, match="posterior_training_temperature"):
+        tiny_model(posterior_training_temperature=0.0)
+    with pytest.raises(ValueError, match="argmax mode"):
+        tiny_model(posterior_temperature=0.0, posterior_training_temperature=1.0)
     with pytest.raises(ValueError, match="audio_padding='window'"):
         tiny_model(audio_padding="none")
     short_window = whisper_config()
