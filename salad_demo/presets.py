@@ -77,13 +77,8 @@ TRAINABLE_NOTES = {
            "batches are text-only replay, so text skills are protected.",
 }
 
-# The demo's choice: only the front end's logit bias trains (learning rate 2e-2; every other decoder weight at 0,
-# the LLM frozen), on the narrative documents plus 90 documents with written numbers. Against the same salad-init
-# on the 254 held-out items per voice it lowered the text->speech choice KL on both voices with paired intervals
-# below 0 (-0.018 [-0.040, -0.003] seen, -0.031 [-0.061, -0.010] unseen) and moved accuracy within noise (-0.4 /
-# +0.8); 6e-2 moved more answers both ways and lost the unseen-voice KL gain; the LLM alone moved nothing (+0.0 /
-# -0.4, KL unchanged), and every setting that trained the decoder's weights or the LLM on the numeric documents
-# lost 4-7 points (RESULTS.md "Spoken numbers", "`make demo` with hidden fillers").
+# The demo's choice, with its measured reason in TRAINABLE_WHY (the report prints it). A bias learning rate of 6e-2
+# moved more answers both ways and lost the unseen-voice KL gain (RESULTS.md "Spoken numbers").
 TRAINABLE = "adapter"
 LLM_LEARNING_RATE = 5e-5
 ADAPTER_LEARNING_RATE = 0.0
