@@ -3,15 +3,18 @@ all call it). Scores every benchmark in the requested modes and summarizes accur
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from modeling_salad.processing_salad import AUDIO_TOKEN
-from spans import EncoderStatesCache
+from spans import EncoderStatesCache, weights_digest
 
 from .audio import SpokenQuestions, speech_inputs
 from .generate_mode import generate_answer, judge_answer
@@ -81,6 +84,10 @@ class EvalCache:
     encoder: EncoderStatesCache = field(default_factory=EncoderStatesCache)
     base_text: dict = field(default_factory=dict)
     cascade: dict = field(default_factory=dict)
+    # The SALAD model's own text scores, keyed by a digest of its language model's weights and its tokenizer, so
+    # checkpoints that trained only the adapter (the LLM frozen) score text once. None: not kept, because the digest
+    # reads every LLM weight once per call, which a single evaluation of a large model does not want.
+    text: dict | None = None
 
 
 def parse_modes(modes: str | Sequence[str]) -> list[str]:
@@ -115,6 +122,14 @@ class _Evaluation:
     spoken: SpokenQuestions
     asr: Any
     cache: EvalCache
+
+    @cached_property
+    def text_identity(self) -> tuple[str, str]:
+        """What the SALAD model's text scores depend on besides the item: its language model and its tokenizer."""
+        tokenizer = self.processor.tokenizer
+        vocab = json.dumps(sorted(tokenizer.get_vocab().items()))
+        return (weights_digest(getattr(self.model, "language_model", self.model)),
+                hashlib.sha256(f"{type(tokenizer).__name__}\x1f{vocab}".encode()).hexdigest())
 
     def check(self) -> None:
         modes = self.config.modes
@@ -230,7 +245,7 @@ class _BenchmarkScoring:
             if self.base_scorer is not None:
                 self._score("base_text_acc", "base_text", self._base_text)
             if self.salad_scorer is not None:
-                self._score("text_acc", "text", self.salad_scorer.score_text)
+                self._score("text_acc", "text", self._salad_text)
         if "speech" in modes:
             self._score("speech_acc", "speech", self._speech)
         if "cascade" in modes:
@@ -255,6 +270,13 @@ class _BenchmarkScoring:
     def _base_text(self, item):
         return _memo(self.evaluation.cache.base_text, (*self.cache_tag, str(item["id"])),
                      lambda: self.base_scorer.score_text(item))
+
+    def _salad_text(self, item):
+        run = self.evaluation
+        if run.cache.text is None:
+            return self.salad_scorer.score_text(item)
+        return _memo(run.cache.text, (run.text_identity, *self.cache_tag, str(item["id"])),
+                     lambda: self.salad_scorer.score_text(item))
 
     def _speech(self, item):
         run = self.evaluation

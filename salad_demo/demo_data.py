@@ -123,18 +123,24 @@ def narrative_documents(num_speech: int, num_replay: int, words: int, seed: int 
 
 
 _DIGIT = re.compile(r"\d")
+# a numeral of one digit standing alone ("3 apples", not "3.5", "30" or "3,000"): spoken, it is one of "zero".."nine",
+# the numbers Whisper most often writes as words
+_ONE_DIGIT_NUMERAL = re.compile(r"(?<![\d.,])\b\d\b(?![.,]\d)")
 
 
-def numeric_documents(pool_rows: list[dict], count: int, words: int, seed: int = 0) -> list[dict]:
-    """`count` span documents of about `words` words from the broad-pool texts that contain written digits.
+def numeric_documents(pool_rows: list[dict], count: int, words: int, seed: int = 0,
+                      one_digit_only: bool = False) -> list[dict]:
+    """`count` span documents of about `words` words from the broad-pool texts that contain written digits
+    (with `one_digit_only`, a standalone one-digit numeral such as the "3" of "3 apples").
 
     Spoken, a digit becomes a word ("0 times 8" is heard as "zero times eight", and Whisper writes either), so these
     are the texts where what the teacher reads and what the student hears differ in form though not in meaning,
     which narrative text hardly has. Texts of one domain are joined in a seeded order; documents are taken
     round-robin across domains so that no single task dominates."""
+    pattern = _ONE_DIGIT_NUMERAL if one_digit_only else _DIGIT
     by_domain: dict[str, list[dict]] = {}
     for row in pool_rows:
-        if _DIGIT.search(row["text"]):
+        if pattern.search(row["text"]):
             by_domain.setdefault(row["domain"], []).append(row)
     queues = [_joined_documents(sorted(rows, key=lambda r: stable_hash("numeric", seed, r["id"])), words, domain)
               for domain, rows in sorted(by_domain.items())]

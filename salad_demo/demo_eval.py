@@ -22,8 +22,9 @@ class DemoEvaluator:
         self.cache_root = Path(cache_root)
         self._base = self._asr = None
         self._spoken: dict[str, SpokenQuestions] = {}
-        # states are keyed by the encoder's identity, so every checkpoint can share one cache
-        self.cache = EvalCache(encoder=EncoderStatesCache(self.cache_root / "eval-encoder", keep_in_memory=True))
+        # states are keyed by the encoder's identity and text scores by the LLM's weights, so checkpoints share them
+        self.cache = EvalCache(encoder=EncoderStatesCache(self.cache_root / "eval-encoder", keep_in_memory=True),
+                               text={})
 
     @property
     def base(self):

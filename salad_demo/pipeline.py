@@ -227,7 +227,7 @@ class DemoPipeline:
                                                        seed=p.seed)
         if p.stage1_numeric_documents:
             speech_docs += numeric_documents(read_jsonl(self.broad_pool()), p.stage1_numeric_documents,
-                                             p.document_words, seed=p.seed)
+                                             p.document_words, seed=p.seed, one_digit_only=p.stage1_numeric_one_digit)
         write_jsonl(speech_docs, self.data / "stage1_documents.jsonl")
         write_jsonl([{"id": d["id"], "text": d["text"], "source": d["source"]} for d in replay_docs],
                     self.data / "replay.jsonl")

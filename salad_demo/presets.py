@@ -146,6 +146,9 @@ class DemoPreset:
     stage1_numeric_documents: int = field(default=0, metadata={
         "help": "further Stage I span documents joined from broad-pool texts that contain written digits (spoken, "
                 "the digits become words); 0 = narrative only"})
+    stage1_numeric_one_digit: bool = field(default=False, metadata={
+        "help": "take the numeric documents only from texts with a standalone one-digit numeral (\"3 apples\"), "
+                "spoken as \"zero\"..\"nine\", the numbers Whisper most often writes as words"})
     # training
     stage1_steps: int = field(default=150, metadata={"help": "Stage I optimizer steps"})
     stage2_steps: int = field(default=80, metadata={"help": "Stage II optimizer steps (each of active/uniform)"})

@@ -33,6 +33,15 @@ def test_numeric_documents_are_deterministic_per_seed():
     assert numeric_documents(_pool(), 4, words=14, seed=3) != numeric_documents(_pool(), 4, words=14, seed=4)
 
 
+def test_one_digit_numeric_documents_skip_texts_with_only_longer_numbers():
+    rows = _pool() + [{"id": f"d{i}", "domain": "task/d", "text": f"It cost {i}.5 or {i}0 or {i},000 coins in all."}
+                      for i in range(1, 9)]
+    assert "task/d" in {d["source"] for d in numeric_documents(rows, 12, words=14)}
+    docs = numeric_documents(rows, 8, words=14, one_digit_only=True)
+    assert len(docs) == 8 and {d["source"] for d in docs} == {"task/a", "task/b"}
+    assert all(re.search(r"(?<![\d.,])\b\d\b(?![.,]\d)", d["text"]) for d in docs)
+
+
 def test_numeric_documents_refuse_more_than_the_pool_gives():
     with pytest.raises(ValueError, match="only 12 documents with digits, 13 wanted"):
         numeric_documents(_pool(), 13, words=14)

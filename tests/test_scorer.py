@@ -191,3 +191,32 @@ def test_eval_config_validates_before_any_scoring():
         EvalConfig(num_fewshot=-1)
     with pytest.raises(ValueError, match="need the SALAD model"):
         evaluate_model(None, None, None, None, make_items(3), EvalConfig(modes="speech"))
+
+
+def test_text_scores_are_kept_per_llm_weights_when_the_cache_asks(tiny_salad, monkeypatch):
+    model, processor = tiny_salad()
+    calls = []
+    score_text = MultipleChoiceScorer.score_text
+    monkeypatch.setattr(MultipleChoiceScorer, "score_text",
+                        lambda self, item, **kw: calls.append(item["id"]) or score_text(self, item, **kw))
+    config = EvalConfig(modes="text", num_fewshot=1, fewshot_pool_size=2, progress=False)
+
+    def evaluate(cache):
+        calls.clear()
+        result = evaluate_model(model, processor, None, None, {"count": make_items(6)}, config, cache=cache)
+        return result["predictions"]["count"], len(calls)
+
+    first, scored = evaluate(EvalCache(text={}))
+    assert scored == 4
+    cache = EvalCache(text={})
+    evaluate(cache)
+    with torch.no_grad():  # an adapter that trained: the LLM's text scores stay valid
+        next(model.multi_modal_projector.parameters()).add_(1.0)
+    again, scored = evaluate(cache)
+    assert scored == 0 and again == first
+    with torch.no_grad():  # an LLM that trained: scored anew
+        model.language_model.get_input_embeddings().weight.mul_(1.5)
+    changed, scored = evaluate(cache)
+    assert scored == 4 and changed != first
+    _, scored = evaluate(EvalCache())  # the default keeps nothing
+    assert scored == 4
