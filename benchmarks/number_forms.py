@@ -2,6 +2,11 @@
 
     python benchmarks/number_forms.py split runs/demo/eval/salad-init [--task arithmetic/1_digit_multiplication]
     python benchmarks/number_forms.py posterior "What is 0 times 8?" "What is 1 times 3?" [--voice flite:slt]
+    python benchmarks/number_forms.py digit-bias runs/demo runs/demo/salad-init --delta 1.0
+
+`digit-bias` adds DELTA by hand to a posterior checkpoint's logit bias on Whisper's digit tokens (" 0".." 9",
+"0".."9") and scores the demo's arithmetic items by speech on both eval voices: how far a learned bias would have to
+move for the transcripts to change form, and what that would be worth (a measurement, not a recipe).
 
 `split` reads a `salad-eval`/demo prediction folder (VOICE/predictions/*.jsonl, with the cascade's transcripts) and
 splits one task's items by whether the transcript spells a number as a word: speech and base-text accuracy per
@@ -12,6 +17,7 @@ most likely tokens of every step (the digit and the word form of a number are of
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -68,6 +74,38 @@ def run_posterior(texts: list[str], voice: str) -> None:
                                     for p, i in zip(top.values, top.indices)))
 
 
+def add_digit_bias(model, tokenizer, delta: float) -> int:
+    """Add `delta` to the posterior front end's logit bias on every one-token digit; returns tokens moved."""
+    import torch
+
+    bias = getattr(model.multi_modal_projector, "logit_bias", None)
+    if bias is None:
+        raise SystemExit("this checkpoint's front end has no logit bias (posterior_logit_bias=False)")
+    ids = {ids[0] for d in range(10) for form in (f" {d}", f"{d}")
+           if len(ids := tokenizer.encode(form, add_special_tokens=False)) == 1}
+    with torch.no_grad():
+        bias[sorted(ids)] += delta
+    return len(ids)
+
+
+def run_digit_bias(run: Path, checkpoint: Path, delta: float, task: str) -> None:
+    from transformers import WhisperTokenizer
+
+    from salad_demo.pipeline import DemoPipeline
+    from salad_demo.presets import get_preset
+
+    pipeline = DemoPipeline(get_preset(json.loads((run / "preset.json").read_text())["name"]), run)
+    benchmarks = {name: items for name, items in pipeline.eval_benchmarks().items() if name == task}
+    model, processor = pipeline.load_model(checkpoint)
+    moved = add_digit_bias(model, WhisperTokenizer.from_pretrained(pipeline.assets["whisper"]), delta)
+    for voice in (pipeline.preset.seen_voice, pipeline.preset.unseen_voice):
+        result = pipeline.evaluator.evaluate(model, processor, benchmarks, voice, modes=("speech",))
+        records = result["predictions"][task]
+        correct = [r["speech"]["correct"] for r in records]
+        print(f"{voice}\tdelta {delta:+.2f} on {moved} digit tokens\tspeech {100 * sum(correct) / len(correct):.1f}"
+              f"\tn={len(correct)}\tcorrect ids: {','.join(r['id'] for r in records if r['speech']['correct'])}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,11 +115,18 @@ def main(argv=None) -> int:
     posterior = sub.add_parser("posterior", help="Whisper's top-2 tokens per step on spoken texts")
     posterior.add_argument("texts", nargs="+")
     posterior.add_argument("--voice", default="flite:slt")
+    digit = sub.add_parser("digit-bias", help="arithmetic speech accuracy with a hand-set bias on digit tokens")
+    digit.add_argument("run", type=Path, help="demo run folder (its preset, eval sets and caches)")
+    digit.add_argument("checkpoint", type=Path, help="posterior checkpoint with a logit bias")
+    digit.add_argument("--delta", type=float, default=1.0)
+    digit.add_argument("--task", default="arithmetic/1_digit_multiplication")
     args = parser.parse_args(argv)
     if args.command == "split":
         run_split(args.folder, args.task)
-    else:
+    elif args.command == "posterior":
         run_posterior(args.texts, args.voice)
+    else:
+        run_digit_bias(args.run, args.checkpoint, args.delta, args.task)
     return 0
 
 

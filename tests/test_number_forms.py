@@ -2,6 +2,9 @@
 
 import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "number_forms.py"
 _spec = importlib.util.spec_from_file_location("salad_benchmarks_number_forms", _PATH)
@@ -21,3 +24,19 @@ def test_split_by_number_form_counts_word_and_digit_transcripts_apart():
     assert parts["words"] == {"n": 2, "speech_acc": 50.0, "base_text_acc": 100.0}
     assert parts["digits"] == {"n": 2, "speech_acc": 50.0, "base_text_acc": 50.0}
     assert split_by_number_form([])["words"] == {"n": 0, "speech_acc": None, "base_text_acc": None}
+
+
+def test_digit_bias_moves_only_one_token_digits():
+    import torch
+
+    class Tokenizer:  # " d" is one token d; "d" is two pieces for even d (skipped), one token 10 + d for odd d
+        def encode(self, text, add_special_tokens=False):
+            d = int(text.strip())
+            return [d] if text.startswith(" ") else ([30, 31] if d % 2 == 0 else [10 + d])
+
+    model = SimpleNamespace(multi_modal_projector=SimpleNamespace(logit_bias=torch.zeros(32)))
+    assert number_forms.add_digit_bias(model, Tokenizer(), 0.5) == 15
+    moved = set(range(10)) | {11, 13, 15, 17, 19}
+    assert model.multi_modal_projector.logit_bias.tolist() == [0.5 if i in moved else 0.0 for i in range(32)]
+    with pytest.raises(SystemExit, match="no logit bias"):
+        number_forms.add_digit_bias(SimpleNamespace(multi_modal_projector=SimpleNamespace()), Tokenizer(), 1.0)
