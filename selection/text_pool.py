@@ -48,6 +48,8 @@ class PoolConfig:
     bigbench: str | None = field(default=None, metadata={"help": "bigbench-1.0.0.tar.gz path (None: the cached "
                                                                    "one, datasets_scripts.corpora)"})
     evals: str | None = field(default=None, metadata={"help": "evals-3.0.1.post1 wheel path (None: look)"})
+    corpora: Sequence[str] = field(default=("bigbench", "evals"), metadata={
+        "help": "which packaged corpora to read (each where its archive is given or cached)"})
     exclude: Sequence[str] = field(default=(), metadata={"help": "task / dataset names to leave out, in addition "
                                                                  "to DEFAULT_EXCLUDE (the evaluation tasks)"})
     max_per_domain: int = field(default=60, metadata={"help": "cap of texts per domain (breadth over size)"})
@@ -221,14 +223,19 @@ def build_text_pool(config: PoolConfig | None = None, **overrides) -> list[dict]
     config = config or PoolConfig(**overrides)
     if config.max_per_domain < 1 or config.min_words < 1 or config.max_words < config.min_words:
         raise ValueError("max_per_domain, min_words must be >= 1 and max_words >= min_words")
-    bigbench = Path(config.bigbench) if config.bigbench else bigbench_archive(download=False)
-    evals = Path(config.evals) if config.evals else evals_wheel(download=False)
+    unknown = sorted(set(config.corpora) - {"bigbench", "evals"})
+    if unknown:
+        raise ValueError(f"unknown corpora {unknown}; choose from bigbench, evals")
+    archives = {"bigbench": (config.bigbench, bigbench_archive), "evals": (config.evals, evals_wheel)}
+    paths = {label: Path(given) if given else find(download=False)
+             for label, (given, find) in archives.items() if label in config.corpora}
     streams = []
 
     def speakable(text: str) -> bool:
         return is_speakable(text, config.min_words, config.max_words)
 
-    for label, path, reader in (("bigbench", bigbench, iter_bigbench_texts), ("evals", evals, iter_evals_texts)):
+    for label, reader in (("bigbench", iter_bigbench_texts), ("evals", iter_evals_texts)):
+        path = paths.get(label)
         if path is not None:
             if not path.is_file():
                 raise ValueError(f"{label} archive {path} does not exist")

@@ -16,15 +16,16 @@ pytestmark = pytest.mark.assets
 from salad_demo.pipeline import STAGES, main
 
 
-MINI_BIGBENCH = Path(__file__).parent / "fixtures" / "demo" / "bigbench-mini.tar.gz"
+MINI_EVALS = Path(__file__).parent / "fixtures" / "demo" / "evals-mini.zip"
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    """The smoke demo on the vendored mini BIG-bench and no evals wheel: the test suite downloads no corpus."""
+    """The smoke demo on the vendored mini evals wheel and no BIG-bench: the test suite downloads no corpus."""
     out = tmp_path_factory.mktemp("demo-smoke") / "run"
     saved = {k: os.environ.get(k) for k in ("SALAD_BIGBENCH_TARBALL", "SALAD_EVALS_WHEEL")}
-    os.environ.update(SALAD_BIGBENCH_TARBALL=str(MINI_BIGBENCH), SALAD_EVALS_WHEEL="none")
+    # BIG-bench points nowhere: a stage that still reached for it would fail (the registries no longer serve it)
+    os.environ.update(SALAD_BIGBENCH_TARBALL=str(out.parent / "no-bigbench.tar.gz"), SALAD_EVALS_WHEEL=str(MINI_EVALS))
     try:
         start = time.perf_counter()
         assert main(["--preset", "smoke", "--output", str(out)]) == 0
