@@ -1,6 +1,6 @@
 """Written numbers in spoken arithmetic: where Whisper writes digits and where it writes words, and what it costs.
 
-    python benchmarks/number_forms.py split runs/demo/eval/salad-init [--task arithmetic/1_digit_multiplication]
+    python benchmarks/number_forms.py split runs/demo/eval/salad-init [--task arithmetic:1_digit_multiplication]
     python benchmarks/number_forms.py posterior "What is 0 times 8?" "What is 1 times 3?" [--voice flite:slt]
     python benchmarks/number_forms.py digit-bias runs/demo runs/demo/salad-init --delta 1.0
 
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     split = sub.add_parser("split", help="accuracy by the written form of numbers in the transcripts")
     split.add_argument("folder", type=Path, help="evaluation folder holding VOICE/predictions/")
-    split.add_argument("--task", default="arithmetic/1_digit_multiplication")
+    split.add_argument("--task", default="arithmetic:1_digit_multiplication")
     posterior = sub.add_parser("posterior", help="Whisper's top-2 tokens per step on spoken texts")
     posterior.add_argument("texts", nargs="+")
     posterior.add_argument("--voice", default="flite:slt")
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     digit.add_argument("run", type=Path, help="demo run folder (its preset, eval sets and caches)")
     digit.add_argument("checkpoint", type=Path, help="posterior checkpoint with a logit bias")
     digit.add_argument("--delta", type=float, default=1.0)
-    digit.add_argument("--task", default="arithmetic/1_digit_multiplication")
+    digit.add_argument("--task", default="arithmetic:1_digit_multiplication")
     args = parser.parse_args(argv)
     if args.command == "split":
         run_split(args.folder, args.task)

@@ -1,10 +1,11 @@
 """Resolve `--benchmark` specs to items + few-shot pools.
 
 Spec forms: a JSONL file, a BIG-bench task.json (or its folder), a spoken benchmark folder (`salad-synth
---benchmark`), one of the paper's six sets (`datasets_scripts.benchmarks.load_mc_items`), or `bigbench:TASK`
-(e.g. `bigbench:general_knowledge`, `bigbench:elementary_math_qa/question_only`), located by
-`datasets_scripts.corpora.bigbench_task_path` ($SALAD_BIGBENCH_DIR, else the `bigbench==1.0.0` sdist, fetched and
-extracted once, or $SALAD_BIGBENCH_TARBALL).
+--benchmark`), one of the paper's six sets (`datasets_scripts.benchmarks.load_mc_items`), or a packaged task
+(`datasets_scripts.packaged_tasks.load_task`): `evals:NAME` (an MC set of the OpenAI evals wheel, e.g.
+`evals:socialiqa`), `arithmetic:N_digit_OP` (generated, e.g. `arithmetic:1_digit_multiplication`) or `bigbench:TASK`
+(e.g. `bigbench:general_knowledge`, located by `datasets_scripts.corpora.bigbench_task_path`: $SALAD_BIGBENCH_DIR or
+$SALAD_BIGBENCH_TARBALL, else a cached `bigbench==1.0.0` sdist, which the registries no longer serve).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from datasets_scripts.corpora import bigbench_task_path
+from datasets_scripts.packaged_tasks import load_task
 
 from .api import Benchmark
 
@@ -20,8 +21,11 @@ from .api import Benchmark
 FEWSHOT_SPLITS = {"hellaswag": "train", "arc-challenge": "train", "openbookqa": "train", "piqa": "train"}
 
 
+PACKAGED_PREFIXES = ("bigbench:", "evals:", "arithmetic:")
+
+
 def benchmark_name(spec: str) -> str:
-    if spec.startswith("bigbench:"):
+    if spec.startswith(PACKAGED_PREFIXES):
         return spec.split(":", 1)[1].strip("/").replace("/", "-")
     path = Path(spec)
     if path.name == "task.json":
@@ -35,8 +39,7 @@ def load_benchmark(spec: str, split: str | None = None, fewshot_file: str | None
     """Items (and the few-shot pool when the source has its own) of one `--benchmark` spec."""
     from datasets_scripts.benchmarks import _canonical, load_mc_items
 
-    source = str(bigbench_task_path(spec.split(":", 1)[1])) if spec.startswith("bigbench:") else spec
-    items = load_mc_items(source, split)
+    items = load_task(spec) if spec.startswith(PACKAGED_PREFIXES) else load_mc_items(spec, split)
     pool = None
     if fewshot_file:
         pool = load_mc_items(fewshot_file)

@@ -1,6 +1,6 @@
 """`salad-eval`: spoken multiple-choice evaluation of a SALAD checkpoint against its base text LLM.
 
-    salad-eval --model CKPT [--base-model LLM] --benchmark bigbench:general_knowledge items.jsonl spoken_dir/ \
+    salad-eval --model CKPT [--base-model LLM] --benchmark evals:socialiqa items.jsonl spoken_dir/ \
         --modes text,speech,cascade --tts piper --asr-model WHISPER_DIR --num-fewshot 5 --output DIR
     salad-eval plot run1/results.json run2/results.json ... --output DIR [--labels a b ...]
     salad-eval compare RUN_A RUN_B ... [--labels a b ...] [--mode speech] [--output DIR]
@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="SALAD checkpoint folder (or a plain causal LM: text only).")
     parser.add_argument("--base-model", help="Base text LLM folder; default: the checkpoint's config.base_text_model.")
     parser.add_argument("--benchmark", nargs="+", required=True,
-                        help="JSONL, BIG-bench task.json, spoken benchmark folder, paper set name, or bigbench:TASK.")
+                        help="JSONL, BIG-bench task.json, spoken benchmark folder, paper set name, or a packaged task: "
+                             "evals:NAME, arithmetic:N_digit_OP, bigbench:TASK.")
     parser.add_argument("--split", help="Split of the benchmark source to score (default: the source's default).")
     parser.add_argument("--modes", default="text,speech", help=f"Comma-separated subset of {','.join(MODES)}.")
     parser.add_argument("--tts", default="piper", help="TTS voice pool BACKEND[:VOICE][,...] for items without audio.")

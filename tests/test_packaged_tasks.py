@@ -117,3 +117,12 @@ def test_the_pool_reads_only_the_corpora_asked_for():
     assert "evals/quartz" not in {row["domain"] for row in only}
     with pytest.raises(ValueError, match="unknown corpora"):
         build_text_pool(PoolConfig(evals=str(MINI_EVALS), corpora=("wiki",)))
+
+
+def test_salad_eval_specs_load_packaged_tasks_under_their_own_name():
+    from evaluation.benchmark_sources import benchmark_name, load_benchmark
+
+    bench = load_benchmark("evals:socialiqa")
+    assert bench.name == "socialiqa" and bench.items == load_evals_task("socialiqa")
+    assert benchmark_name("arithmetic:1_digit_addition") == "1_digit_addition"
+    assert load_benchmark("arithmetic:1_digit_addition").items == arithmetic_items("1_digit_addition")
