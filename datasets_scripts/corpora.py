@@ -2,14 +2,16 @@
 
 * `bigbench==1.0.0` (sdist, 358 MB, Apache-2.0): every BIG-bench `task.json`. `pip download` cannot fetch it
   (its metadata declares a direct-URL dependency, which pip refuses), so the file is downloaded from the index's
-  file URL and checked against its published hash; only the task files are extracted, once per archive.
+  file URL and checked against its published hash; only the task files are extracted, once per archive. Since
+  late 2026 the registries here no longer serve it (the index lists only 0.0.1, the file URL answers 403), so it is
+  read only where a copy is cached or given; nothing the demo or the test suite runs needs it.
 * `evals==3.0.1.post1` (wheel, 46 MB, MIT): OpenAI evals' jsonl registry (MMLU-style, QuaRTz, LogiQA, ...), read
   with zipfile, never installed.
 
 Overrides: `$SALAD_BIGBENCH_DIR` a folder of task folders (`<task>/task.json`) searched first;
-`$SALAD_BIGBENCH_TARBALL` another BIG-bench tarball in the sdist's layout (the test suite's smoke demo uses
-`tests/fixtures/demo/bigbench-mini.tar.gz`); `$SALAD_EVALS_WHEEL` an evals wheel, or `none` to leave that corpus
-out. Downloads land in `<cache_root()>/downloads` (`spans.cache_root`).
+`$SALAD_BIGBENCH_TARBALL` another BIG-bench tarball in the sdist's layout (the tests use
+`tests/fixtures/demo/bigbench-mini.tar.gz`); `$SALAD_EVALS_WHEEL` an evals wheel (the smoke demo uses
+`tests/fixtures/demo/evals-mini.zip`), or `none` to leave that corpus out. Downloads land in `<cache_root()>/downloads` (`spans.cache_root`).
 """
 
 from __future__ import annotations
@@ -70,8 +72,8 @@ def fetch_pypi_file(name: str, download: bool = True) -> Path | None:
             if digest.hexdigest() != sha:  # raised inside the writer, so the file is never published
                 raise ValueError(f"{url}: SHA-256 mismatch, download refused")
     except (urllib.error.URLError, OSError) as error:
-        raise RuntimeError(f"could not download {url} ({error}); put the file at {dest} or set "
-                           "SALAD_BIGBENCH_TARBALL / SALAD_BIGBENCH_DIR") from error
+        raise RuntimeError(f"could not download {url} ({error}; PyPI has withdrawn it); put a copy at {dest} or "
+                           "set SALAD_BIGBENCH_TARBALL / SALAD_BIGBENCH_DIR") from error
     except ValueError as error:
         raise RuntimeError(str(error)) from None
     return dest
