@@ -2,7 +2,7 @@
 
 `RECIPE` is the adapter the demo builds (the only place it is chosen); the presets only size the run:
 "smoke" (every stage in a few minutes on 2 CPU cores, used by the test suite), "default" (`make demo`, about
-45 minutes on 2 idle cores, ~1,500 clips in all) and "long" (more data and steps).
+100 minutes of stage time on 2 cores, ~1,500 clips in all) and "long" (more data and steps).
 """
 
 from __future__ import annotations
@@ -86,10 +86,10 @@ ADAPTER_PARAMETER_LEARNING_RATES = {"logit_bias": 2e-2}
 NUMERIC_DOCUMENTS = 90
 TRAINABLE_WHY = ("Only the front end's logit bias over Whisper's tokens trains (2e-2; the rest of the decoder at 0, "
                  "the LLM frozen, so text accuracy is the base LLM's), on the narrative documents plus 90 with written "
-                 "numbers. Measured against the same salad-init (RESULTS.md \"Spoken numbers\"): choice KL -0.018 "
-                 "[-0.040, -0.003] seen and -0.031 [-0.061, -0.010] unseen, accuracy -0.4 / +0.8 within noise; the "
-                 "LLM alone moved nothing, and training the decoder's weights or the LLM on the numeric documents "
-                 "lost 4-7 points.")
+                 "numbers. Chosen on the earlier BIG-bench held-out set (254 items, RESULTS.md \"Spoken numbers\"), "
+                 "against the same salad-init: choice KL -0.018 [-0.040, -0.003] seen and -0.031 [-0.061, -0.010] "
+                 "unseen, accuracy -0.4 / +0.8 within noise; the LLM alone moved nothing, and training the decoder's "
+                 "weights or the LLM on the numeric documents lost 4-7 points.")
 
 # Voices: training voices (flite + festival), an evaluation voice among them ("seen") and a neural voice never
 # used in training ("unseen": Piper joe).
