@@ -3,9 +3,10 @@
 * evaluation: packaged multiple-choice tasks (`DemoPreset.eval_tasks`, `datasets_scripts.packaged_tasks` specs),
   short questions only; never trained on.
 * Stage I (narrow domain, narrative text): the English parables of the evals wheel's parable-to-moral-match (the
-  question and the morals stripped), cut at sentence ends into documents of about `document_words` words. One part becomes speech/text span documents,
-  a disjoint part the text-only replay set. With `DemoPreset.stage1_numeric_documents`, Stage I also speaks
-  broad-pool texts that contain written digits (`numeric_documents`).
+  question and the morals stripped), cut at sentence ends into documents of about `document_words` words. One
+  part becomes speech/text span documents, a disjoint part the text-only replay set. With
+  `DemoPreset.stage1_numeric_documents`, Stage I also speaks broad-pool texts that contain written digits
+  (`numeric_documents`).
 * Stage II (broad pool): every other OpenAI evals file (`selection.text_pool`), with the evaluation tasks and the
   narrative task excluded.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 from datasets_scripts.packaged_tasks import load_task, parables, pool_names
 from datasets_scripts.tts import stable_hash
 
-from .presets import NARRATIVE_RELATED, NARRATIVE_SOURCE, NARRATIVE_TASKS
+from .presets import NARRATIVE_SOURCE, NARRATIVE_TASKS
 
 _SENTENCE_SPLIT = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"']))\s+")
 _WS = re.compile(r"\s+")
@@ -143,7 +144,7 @@ def pool_exclusions(eval_tasks) -> list[str]:
     """Corpus names the broad Stage II pool leaves out: those of the evaluation tasks
     (`datasets_scripts.packaged_tasks.pool_names`) and the narrative (Stage I) tasks."""
     names = {name for task in eval_tasks for name in pool_names(task)}
-    return sorted(names | set(NARRATIVE_TASKS) | set(NARRATIVE_RELATED))
+    return sorted(names | set(NARRATIVE_TASKS))
 
 
 def write_jsonl(rows, path: Path) -> Path:

@@ -101,8 +101,6 @@ UNSEEN_VOICE = "piper"
 # is its evals data folder, left out of the broad Stage II pool with its source label.
 NARRATIVE_TASKS = ("parable-to-moral-match",)
 NARRATIVE_SOURCE = "evals/parable-to-moral-match"
-# Corpora that share texts with the narrative source: never in the broad Stage II pool either.
-NARRATIVE_RELATED = ()
 
 
 @dataclass
