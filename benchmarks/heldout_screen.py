@@ -1,5 +1,6 @@
-"""Screen packaged multiple-choice tasks (`datasets_scripts.packaged_tasks` specs) for the demo's held-out sets: where is the 135M base LLM
-(SmolLM2-135M-Instruct, text mode, few-shot, log-likelihood scoring as in the demo) clearly above chance?
+"""Screen packaged multiple-choice tasks (`datasets_scripts.packaged_tasks` specs) for the demo's held-out sets:
+where is the 135M base LLM (SmolLM2-135M-Instruct, text mode, few-shot, log-likelihood scoring as in the demo)
+clearly above chance?
 
     python benchmarks/heldout_screen.py [--tasks TASK ...] [--items 108] [--out runs/heldout-screen]
 
@@ -67,7 +68,8 @@ def table(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=list(CANDIDATES), help="task specs (evals:NAME, arithmetic:N_digit_OP, bigbench:TASK)")
+    parser.add_argument("--tasks", nargs="+", default=list(CANDIDATES),
+                        help="task specs (evals:NAME, arithmetic:N_digit_OP, bigbench:TASK)")
     parser.add_argument("--items", type=int, default=80, help="scored items per task (after the few-shot pool)")
     parser.add_argument("--pool", type=int, default=8, help="few-shot pool per task (the demo's)")
     parser.add_argument("--num-fewshot", type=int, default=2, help="shots per prompt (the demo's)")

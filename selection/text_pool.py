@@ -226,16 +226,15 @@ def build_text_pool(config: PoolConfig | None = None, **overrides) -> list[dict]
     unknown = sorted(set(config.corpora) - {"bigbench", "evals"})
     if unknown:
         raise ValueError(f"unknown corpora {unknown}; choose from bigbench, evals")
-    archives = {"bigbench": (config.bigbench, bigbench_archive), "evals": (config.evals, evals_wheel)}
-    paths = {label: Path(given) if given else find(download=False)
-             for label, (given, find) in archives.items() if label in config.corpora}
+    archives = {"bigbench": (config.bigbench, bigbench_archive, iter_bigbench_texts),
+                "evals": (config.evals, evals_wheel, iter_evals_texts)}
     streams = []
 
     def speakable(text: str) -> bool:
         return is_speakable(text, config.min_words, config.max_words)
 
-    for label, reader in (("bigbench", iter_bigbench_texts), ("evals", iter_evals_texts)):
-        path = paths.get(label)
+    for label, (given, find, reader) in archives.items():
+        path = (Path(given) if given else find(download=False)) if label in config.corpora else None
         if path is not None:
             if not path.is_file():
                 raise ValueError(f"{label} archive {path} does not exist")
