@@ -44,6 +44,7 @@ ADAPTER_KWARGS = (
     "posterior_logit_bias",
     "posterior_piece_alignment",
     "posterior_training_temperature",
+    "posterior_numeral_bias",
 )
 
 

@@ -89,6 +89,11 @@ class SaladConfig(PreTrainedConfig):
             while the model is in training mode (the learned temperature, untouched then, applies in eval mode).
             A warm posterior lets distillation reach the runner-up tokens: at T = 0.1 a runner-up at 0.25 against
             0.63 weighs 1e-4 of the slot.
+        posterior_numeral_bias (`bool`, defaults to False): Posterior front end: one learnable scalar added to the
+            logits of every Whisper token that is written with digits only (" 3", "7", " 12"), in greedy decoding
+            and in the slot posterior (zero at the start). It is the front end's preference between a numeral and
+            the number word ("3" or "three"): one shared value, so it moves by the objective's net signal over all
+            numerals, where a per-token bias also drifts on the many tokens that the data barely shows.
     """
 
     model_type = "salad"
@@ -122,6 +127,7 @@ class SaladConfig(PreTrainedConfig):
     posterior_logit_bias: bool = False
     posterior_piece_alignment: str = "start"
     posterior_training_temperature: float | None = None
+    posterior_numeral_bias: bool = False
 
     def __post_init__(self, **kwargs):
         for name in ("text_config", "audio_config"):

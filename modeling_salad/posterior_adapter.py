@@ -19,6 +19,7 @@ was trained on, and the row count still gives the slot count (`rows - T_window`)
 """
 
 import math
+import re
 
 import torch
 from torch import nn
@@ -32,6 +33,7 @@ from .transcript_adapter import (bridge_embeddings, greedy_decode_slots, transcr
 POSTERIOR_PIECE_MODES = ("mean", "first", "spread")
 POSTERIOR_FILLER_MODES = ("end", "start")
 POSTERIOR_PIECE_ALIGNMENTS = ("start", "end")
+NUMERAL = re.compile(r" ?[0-9]+")
 WHISPER_WINDOW_FRAMES = 1500  # encoder frames of Whisper's 30 s window (every released Whisper)
 
 
@@ -142,6 +144,13 @@ def filler_embedding(text_tokenizer, text_embeddings: nn.Module | None, text: st
     return text_embeddings.weight[ids[0]].detach()
 
 
+def numeral_token_mask(tokenizer, num_tokens: int) -> torch.Tensor:
+    """`[num_tokens]` float mask, 1 on the tokens whose text is one or more ASCII digits, with or without a leading
+    space (" 3", "7", " 12")."""
+    texts = tokenizer.batch_decode([[i] for i in range(num_tokens)])
+    return torch.tensor([float(bool(NUMERAL.fullmatch(text))) for text in texts])
+
+
 def bridge_matrix(bridge_ids: torch.Tensor, bridge_counts: torch.Tensor, num_tokens: int, llm_vocab: int):
     """Sparse `[llm_vocab, num_tokens]` matrix M with `M @ p` = the LLM-vocabulary mixture of a Whisper posterior p
     (each token's mass split evenly over its pieces): `(M @ p).T @ E` is the full-vocabulary expectation."""
@@ -190,6 +199,9 @@ class SaladPosteriorProjector(SaladProjector):
         self.training_temperature = config.posterior_training_temperature
         self.filler = nn.Parameter(torch.zeros(config.text_config.hidden_size))
         self.logit_bias = nn.Parameter(torch.zeros(int(audio.eos_token_id))) if config.posterior_logit_bias else None
+        self.numeral_bias = nn.Parameter(torch.zeros(())) if config.posterior_numeral_bias else None
+        if config.posterior_numeral_bias:
+            self.register_buffer("numeral_tokens", torch.zeros(int(audio.eos_token_id)))
         self.register_buffer("bridge_ids", torch.zeros(audio.vocab_size, config.bridge_max_pieces, dtype=torch.long))
         self.register_buffer("bridge_counts", torch.zeros(audio.vocab_size, dtype=torch.long))
         self.window = int(audio.max_source_positions)
@@ -254,8 +266,9 @@ class SaladPosteriorProjector(SaladProjector):
         """Start as the pure bridge at the configured temperature: zero filler (`build_salad` then sets it to the
         embedding of `posterior_filler_text`, when given)."""
         nn.init.zeros_(self.filler)
-        if self.logit_bias is not None:
-            nn.init.zeros_(self.logit_bias)
+        for bias in (self.logit_bias, self.numeral_bias):
+            if bias is not None:
+                nn.init.zeros_(bias)
         with torch.no_grad():
             self.log_temperature.fill_(math.log(self.initial_temperature or 1.0))
 
@@ -270,7 +283,7 @@ class SaladPosteriorProjector(SaladProjector):
         """Window `[N, T, D]` + real-frame mask `[N, T]` -> packed posterior states and mask (greedy transcript)."""
         num_slots = transcript_slots(frame_mask.sum(-1), self.stack_factor, self.max_slots)
         _, token_ids = greedy_decode_slots(self, encoder_states, num_slots, self.prompt_ids, self.eos_token_id,
-                                           self.logit_bias)
+                                           self.content_logit_bias())
         return pack_posterior_states(encoder_states, token_ids, num_slots)
 
     def slot_mask(self, mask: torch.Tensor) -> torch.Tensor:
@@ -303,7 +316,16 @@ class SaladPosteriorProjector(SaladProjector):
     def _slot_logits(self, encoder: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
         """Teacher-forced content logits `[N, S, V]`, with the learned bias (the one greedy decoding adds)."""
         logits = teacher_forced_logits(self.decoder, encoder, token_ids, self.prompt_ids, self.eos_token_id)
-        return logits if self.logit_bias is None else logits + self.logit_bias.float()
+        bias = self.content_logit_bias()
+        return logits if bias is None else logits + bias
+
+    def content_logit_bias(self) -> torch.Tensor | None:
+        """The learned bias `[eos_token_id]` on Whisper's content logits (per-token plus the numeral scalar on
+        the digit-only tokens), or None when the front end learns none."""
+        parts = [] if self.logit_bias is None else [self.logit_bias.float()]
+        if self.numeral_bias is not None:
+            parts.append(self.numeral_bias.float() * self.numeral_tokens)
+        return sum(parts) if parts else None
 
     def _piece_tables(self):
         counts = self.bridge_counts.clamp(max=1) if self.first_piece_only else self.bridge_counts
@@ -360,9 +382,12 @@ class SaladPosteriorProjector(SaladProjector):
         whisper = AutoModel.from_pretrained(audio_encoder_path)
         whisper = whisper.model if hasattr(whisper, "model") and not hasattr(whisper, "decoder") else whisper
         self.decoder.load_state_dict(whisper.decoder.state_dict())
-        ids, counts = vocabulary_bridge(AutoTokenizer.from_pretrained(audio_encoder_path), text_tokenizer,
+        whisper_tokenizer = AutoTokenizer.from_pretrained(audio_encoder_path)
+        ids, counts = vocabulary_bridge(whisper_tokenizer, text_tokenizer,
                                         self.bridge_ids.shape[0], self.bridge_ids.shape[1])
         self.bridge_ids.copy_(ids)
         self.bridge_counts.copy_(counts)
+        if self.numeral_bias is not None:
+            self.numeral_tokens.copy_(numeral_token_mask(whisper_tokenizer, self.eos_token_id))
         if self.filler_text is not None:
             self.filler.data.copy_(filler_embedding(text_tokenizer, text_embeddings, self.filler_text))

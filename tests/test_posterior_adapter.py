@@ -525,3 +525,56 @@ def test_logit_bias_starts_at_zero_moves_greedy_and_posterior_alike_and_trains()
     biased.train()
     biased(**inputs).logits.float().pow(2).mean().backward()
     assert projector.logit_bias.grad is not None and projector.logit_bias.grad.abs().sum() > 0
+
+
+def test_numeral_token_mask_marks_tokens_written_with_digits_only():
+    from types import SimpleNamespace
+
+    from modeling_salad.posterior_adapter import numeral_token_mask
+
+    texts = [" 3", "7", " 12", "three", " 3a", " ", "", "3 ", "½"]
+    tokenizer = SimpleNamespace(batch_decode=lambda ids: [texts[i[0]] for i in ids])
+    assert numeral_token_mask(tokenizer, len(texts)).tolist() == [1, 1, 1, 0, 0, 0, 0, 0, 0]
+
+
+def test_numeral_bias_is_one_scalar_on_the_numeral_tokens_that_moves_greedy_and_posterior_and_trains(tmp_path):
+    plain, processor = tiny_model(posterior_temperature=0.5, posterior_top_k=8)
+    model, _ = tiny_model(posterior_temperature=0.5, posterior_top_k=8, posterior_numeral_bias=True)
+    projector = model.multi_modal_projector
+    assert projector.numeral_bias.shape == () and float(projector.numeral_bias.detach()) == 0
+    inputs = speech_inputs(processor, (1.5,))
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).logits, plain(**inputs).logits)  # zero bias: no change
+        states, mask = model.encode_audio(inputs["input_features"], inputs["input_features_mask"])
+        encoder, tokens, _ = unpack_posterior_states(states, mask, 1500)
+        numerals = [int(tokens[tokens >= 0][0]) + 1, int(tokens[tokens >= 0][0]) + 2]
+        projector.numeral_tokens[numerals] = 1.0
+        projector.numeral_bias.fill_(1e4)
+        states, mask = model.encode_audio(inputs["input_features"], inputs["input_features_mask"])
+        _, biased, _ = unpack_posterior_states(states, mask, 1500)
+        assert set(biased[tokens >= 0].tolist()) <= set(numerals)  # greedy decoding reads the bias
+        top = projector._slot_logits(encoder, biased)[biased >= 0].argmax(-1)
+        assert set(top.tolist()) <= set(numerals)  # and so does the slot posterior
+        projector.numeral_bias.fill_(0.3)
+    model.save_pretrained(tmp_path)
+    loaded = SaladForCausalLM.from_pretrained(tmp_path).multi_modal_projector
+    assert float(loaded.numeral_bias.detach()) == pytest.approx(0.3) and loaded.numeral_tokens[numerals].tolist() == [1, 1]
+    model.train()
+    model(**inputs).logits.float().pow(2).mean().backward()
+    assert projector.numeral_bias.grad is not None and float(projector.numeral_bias.grad) != 0
+
+
+def test_build_salad_marks_whisper_numeral_tokens_for_the_numeral_bias(tmp_path):
+    from modeling_salad import build_salad
+
+    from transformers import AutoConfig
+
+    save_tiny_parts(tmp_path)
+    config = AutoConfig.from_pretrained(tmp_path / "whisper")
+    config.eos_token_id = 60  # content tokens: the first 60 of the byte-level alphabet, the digits among them
+    config.save_pretrained(tmp_path / "whisper")
+    model, processor = build_salad(str(tmp_path / "llm"), str(tmp_path / "whisper"), adapter_type="posterior",
+                                   stack_factor=25, posterior_numeral_bias=True)
+    marked = model.multi_modal_projector.numeral_tokens.nonzero()[:, 0].tolist()
+    assert marked and all(processor.tokenizer.decode([i]).strip().isdigit() for i in marked)
+    assert len(marked) == 10  # the tiny byte-level tokenizer's digits "0".."9"
