@@ -3,10 +3,14 @@
     python benchmarks/number_forms.py split runs/demo/eval/salad-init [--task arithmetic:1_digit_multiplication]
     python benchmarks/number_forms.py posterior "What is 0 times 8?" "What is 1 times 3?" [--voice flite:slt]
     python benchmarks/number_forms.py digit-bias runs/demo runs/demo/salad-init --delta 1.0
+    python benchmarks/number_forms.py transcribe runs/demo/salad-init runs/demo/stage1 --text "What is 8 times 4?"
 
 `digit-bias` adds DELTA by hand to a posterior checkpoint's logit bias on Whisper's digit tokens (" 0".." 9",
 "0".."9") and scores the demo's arithmetic items by speech on both eval voices: how far a learned bias would have to
 move for the transcripts to change form, and what that would be worth (a measurement, not a recipe).
+
+`transcribe` speaks each text with a voice and prints the greedy transcript that each posterior checkpoint's own
+front end reads (its decoder and learned biases), to see which written forms training changed.
 
 `split` reads a `salad-eval`/demo prediction folder (VOICE/predictions/*.jsonl, with the cascade's transcripts) and
 splits one task's items by whether the transcript spells a number as a word: speech and base-text accuracy per
@@ -74,6 +78,37 @@ def run_posterior(texts: list[str], voice: str) -> None:
                                     for p, i in zip(top.values, top.indices)))
 
 
+def own_transcript(model, processor, wave, rate: int, whisper_tokenizer) -> str:
+    """The greedy transcript a posterior checkpoint's front end feeds the LLM for one clip."""
+    import torch
+
+    from modeling_salad.posterior_adapter import unpack_posterior_states
+
+    inputs = processor(text=["<|audio|>"], audio=[wave], sampling_rate=rate)
+    with torch.no_grad():
+        states, mask = model.encode_audio(inputs["input_features"], inputs["input_features_mask"])
+    _, tokens, _ = unpack_posterior_states(states, mask, model.multi_modal_projector.window)
+    return whisper_tokenizer.decode(tokens[0][tokens[0] >= 0].tolist())
+
+
+def run_transcribe(checkpoints: list[Path], texts: list[str], voices: list[str]) -> None:
+    from transformers import AutoTokenizer
+
+    from datasets_scripts.tts.registry import get_backend
+    from modeling_salad.loading import load_salad
+    from salad_demo.assets import prepare_assets
+
+    whisper_tokenizer = AutoTokenizer.from_pretrained(prepare_assets()["whisper"])
+    for checkpoint in checkpoints:
+        model, processor = load_salad(checkpoint)
+        for voice in voices:
+            engine, _, name = voice.partition(":")
+            for text in texts:
+                wave, rate = get_backend(engine).synthesize(text, name or None)
+                transcript = own_transcript(model.eval(), processor, wave, rate, whisper_tokenizer)
+                print(f"{checkpoint}\t{voice}\t{text!r} -> {transcript!r}")
+
+
 def add_digit_bias(model, tokenizer, delta: float) -> int:
     """Add `delta` to the posterior front end's logit bias on every one-token digit; returns tokens moved."""
     import torch
@@ -120,11 +155,17 @@ def main(argv=None) -> int:
     digit.add_argument("checkpoint", type=Path, help="posterior checkpoint with a logit bias")
     digit.add_argument("--delta", type=float, default=1.0)
     digit.add_argument("--task", default="arithmetic:1_digit_multiplication")
+    transcribe = sub.add_parser("transcribe", help="each posterior checkpoint's own greedy transcript")
+    transcribe.add_argument("checkpoints", type=Path, nargs="+")
+    transcribe.add_argument("--text", action="append", required=True, help="text to speak (repeatable)")
+    transcribe.add_argument("--voice", action="append", help="TTS voice (repeatable; default flite:slt and piper)")
     args = parser.parse_args(argv)
     if args.command == "split":
         run_split(args.folder, args.task)
     elif args.command == "posterior":
         run_posterior(args.texts, args.voice)
+    elif args.command == "transcribe":
+        run_transcribe(args.checkpoints, args.text, args.voice or ["flite:slt", "piper"])
     else:
         run_digit_bias(args.run, args.checkpoint, args.delta, args.task)
     return 0

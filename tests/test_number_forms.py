@@ -40,3 +40,24 @@ def test_digit_bias_moves_only_one_token_digits():
     assert model.multi_modal_projector.logit_bias.tolist() == [0.5 if i in moved else 0.0 for i in range(32)]
     with pytest.raises(SystemExit, match="no logit bias"):
         number_forms.add_digit_bias(SimpleNamespace(multi_modal_projector=SimpleNamespace()), Tokenizer(), 1.0)
+
+
+def test_own_transcript_reads_the_checkpoints_own_greedy_tokens():
+    import torch
+
+    from test_posterior_adapter import tiny_model
+
+    model, processor = tiny_model(posterior_temperature=0.5, posterior_top_k=8, posterior_numeral_bias=True)
+    wave = torch.sin(torch.arange(16000) * 0.05).numpy()
+
+    class Tokenizer:
+        def decode(self, ids):
+            return ",".join(map(str, ids))
+
+    before = number_forms.own_transcript(model, processor, wave, 16000, Tokenizer())
+    assert before and all(int(t) < 50 for t in before.split(","))
+    with torch.no_grad():
+        model.multi_modal_projector.numeral_tokens[7] = 1.0
+        model.multi_modal_projector.numeral_bias.fill_(1e4)
+    after = number_forms.own_transcript(model, processor, wave, 16000, Tokenizer())
+    assert set(after.split(",")) == {"7"}
