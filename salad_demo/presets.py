@@ -148,7 +148,7 @@ class DemoPreset:
     stage1_documents: int = field(default=200, metadata={"help": "narrative span documents synthesized"})
     replay_documents: int = field(default=200, metadata={"help": "narrative text-only replay documents"})
     document_words: int = field(default=90, metadata={"help": "words per narrative document (sentence-cut)"})
-    # the default preset adds 90 for its logit bias; trained on them the LLM lost text arithmetic and the decoder
+    # the default preset adds 90 for its numeral bias; trained on them the LLM lost text arithmetic and the decoder
     # 4-5 points of speech (RESULTS.md "Spoken numbers")
     stage1_numeric_documents: int = field(default=0, metadata={
         "help": "further Stage I span documents joined from broad-pool texts that contain written digits (spoken, "
