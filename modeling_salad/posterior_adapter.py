@@ -279,6 +279,13 @@ class SaladPosteriorProjector(SaladProjector):
             return self.log_temperature.new_tensor(float(self.training_temperature))
         return self.log_temperature.exp()
 
+    def logged_scalars(self) -> dict[str, float]:
+        """The learned temperature (the one evaluation uses) and, when it trains, the numeral bias."""
+        scalars = {"posterior_temperature": float(self.log_temperature.detach().exp())}
+        if self.numeral_bias is not None:
+            scalars["numeral_bias"] = float(self.numeral_bias.detach())
+        return scalars
+
     def precompute(self, encoder_states, frame_mask, audio_tower=None):
         """Window `[N, T, D]` + real-frame mask `[N, T]` -> packed posterior states and mask (greedy transcript)."""
         num_slots = transcript_slots(frame_mask.sum(-1), self.stack_factor, self.max_slots)

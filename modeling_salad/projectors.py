@@ -140,6 +140,11 @@ class SaladProjector(nn.Module):
         A hidden slot keeps its placeholder position but is masked out of attention and takes no position id."""
         return None
 
+    # ------------------------------------------------------------ what the trainer asks
+    def logged_scalars(self) -> dict[str, float]:
+        """Learned one-number settings worth a line in the training logs (a temperature, a bias), by name."""
+        return {}
+
     # ------------------------------------------------------------ what the builder asks
     @classmethod
     def pretrained_config_fields(cls, audio_encoder_path: str, audio_config) -> dict:

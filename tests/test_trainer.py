@@ -12,6 +12,8 @@ from trainers.config import DataArguments
 from trainers.data import build_training_dataset
 from trainers.tiny import build_tiny_salad
 
+from test_posterior_adapter import tiny_model
+
 pytestmark = pytest.mark.timeout(300)
 
 
@@ -317,3 +319,26 @@ def test_kd_implementation_choices_are_checked(tmp_path, dataset):
                                                    model.language_model.lm_head.out_features, bias=True)
     with pytest.raises(ValueError, match="bias-free"):
         DistillationTrainer(model=model, args=make_args(tmp_path), train_dataset=dataset, processing_class=processor)
+
+
+def test_the_training_log_carries_the_adapters_learned_scalars(tmp_path, dataset):
+    model, processor = tiny_model(posterior_temperature=1.0, posterior_numeral_bias=True)
+    projector = model.multi_modal_projector
+    projector.numeral_tokens.fill_(1.0)  # every token a numeral: the scalar then meets every slot
+    args = make_args(tmp_path, max_steps=2, adapter_parameter_learning_rates={"numeral_bias": 0.5})
+    trainer = DistillationTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "kd_loss" in h]
+    assert len(logged) == 2 and all({"adapter/numeral_bias", "adapter/posterior_temperature"} <= set(h)
+                                    for h in logged)
+    assert logged[-1]["adapter/numeral_bias"] == pytest.approx(float(projector.numeral_bias.detach()))
+    assert logged[-1]["adapter/posterior_temperature"] == pytest.approx(float(projector.log_temperature.detach().exp()))
+    assert logged[0]["adapter/numeral_bias"] != 0  # the value after each step, not the start value
+
+
+def test_frame_adapters_log_no_scalars(tmp_path, dataset):
+    model, processor = build_tiny_salad()
+    trainer = DistillationTrainer(model=model, args=make_args(tmp_path, max_steps=1), train_dataset=dataset,
+                                  processing_class=processor)
+    trainer.train()
+    assert not any(key.startswith("adapter/") for h in trainer.state.log_history for key in h)

@@ -272,6 +272,15 @@ class DistillationTrainer(SFTTrainer):
         self._log_terms(mode, mask, num_items_in_batch, kd=kd, nll=nll)
         return (loss, outputs) if return_outputs else loss
 
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """TRL's averaged terms, plus in training the adapter's learned scalars (`adapter/<name>`): a learned
+        temperature or bias is read off the log instead of out of a checkpoint."""
+        if self.model.training:
+            projector = getattr(self.accelerator.unwrap_model(self.model), "multi_modal_projector", None)
+            scalars = projector.logged_scalars() if hasattr(projector, "logged_scalars") else {}
+            logs.update({f"adapter/{name}": value for name, value in scalars.items()})
+        super().log(logs, start_time)
+
     def _student_inputs(self, inputs):
         return {k: inputs[k] for k in _STUDENT_KEYS if k in inputs}
 
