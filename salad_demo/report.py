@@ -34,6 +34,7 @@ PAIRS = (("salad-init", "stage I"), ("stage I", "stage II active"), ("stage I", 
          ("stage II uniform", "stage II active"), *((CASCADE, model) for model in ("salad-init", *TRAINED)))
 DEMO_BUDGET_MINUTES = 45
 CURVE_KEYS = ("kd_loss", "misalignment", "forgetting")
+SCALAR_PREFIX = "adapter/"  # the trainer logs the adapter's learned scalars under this prefix
 
 
 def gap_closed(gap_init: float | None, gap: float | None) -> float | None:
@@ -177,11 +178,14 @@ def _goal_time(stages: list[dict]) -> dict:
 
 
 def training_curves(history: list[dict], step_offset: int = 0) -> dict[str, list[tuple[int, float]]]:
-    """(step, value) series of kd_loss, misalignment (M) and forgetting (F) from a trainer log_history;
-    `step_offset` places a run that continued from a checkpoint (Stage II) after the steps before it."""
+    """(step, value) series of kd_loss, misalignment (M), forgetting (F) and the adapter's learned scalars
+    (`adapter/...`) from a trainer log_history; `step_offset` places a run that continued from a checkpoint
+    (Stage II) after the steps before it."""
     curves = {k: [] for k in CURVE_KEYS}
     for entry in history:
-        for key in CURVE_KEYS:
+        scalars = [key for key in entry if key.startswith(SCALAR_PREFIX)]
+        for key in (*CURVE_KEYS, *scalars):
+            curves.setdefault(key, [])
             if key in entry and entry[key] is not None and "step" in entry:
                 curves[key].append((int(entry["step"]) + step_offset, float(entry[key])))
     return curves
@@ -343,12 +347,15 @@ def plot_stages(summary: list[dict], path: Path) -> Path:
 
 
 def plot_training(training: dict, path: Path) -> Path:
-    """kd_loss, M and F against the step, one line per training stage."""
+    """kd_loss, M, F and each learned adapter scalar against the step, one line per training stage."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    scalars = sorted({key for stage in training.values() for key in stage["curves"] if key.startswith(SCALAR_PREFIX)})
+    keys = (*CURVE_KEYS, *scalars)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), squeeze=False)
     titles = {"kd_loss": "distillation loss (KL)", "misalignment": "M: misalignment (probe)",
-              "forgetting": "F: forgetting (probe)"}
-    for ax, key in zip(axes, CURVE_KEYS):
+              "forgetting": "F: forgetting (probe)",
+              **{key: f"adapter: {key.removeprefix(SCALAR_PREFIX)}" for key in scalars}}
+    for ax, key in zip(axes[0], keys):
         for label, stage in training.items():
             series = stage["curves"].get(key) or []
             if series:
@@ -508,7 +515,8 @@ def _plots_markdown(plots: dict[str, str]) -> list[str]:
     if not plots:
         return []
     lines = ["", "## Plots", ""]
-    titles = {"stages": "Accuracy and gap per stage", "training": "Training curves (kd_loss, M, F)",
+    titles = {"stages": "Accuracy and gap per stage",
+              "training": "Training curves (kd_loss, M, F, the adapter's learned scalars)",
               "misalignment": "Misalignment per cluster (Stage II selection)"}
     for key, rel in plots.items():
         lines += [f"### {titles.get(key, key)}", "", f"![{key}]({rel})", ""]

@@ -9,7 +9,8 @@ import pytest
 
 from salad_demo.pipeline import STAGES
 from salad_demo.report import (CASCADE, REFERENCE, collect_results, final_model, gap_closed, goal_checks,
-                               mean_choice_kl, paired_comparisons, summary_rows, training_curves, write_report)
+                               mean_choice_kl, paired_comparisons, plot_training, summary_rows, training_curves,
+                               write_report)
 from salad_demo.stages import StageRunner
 
 
@@ -70,6 +71,14 @@ def test_training_curves_read_kd_loss_m_and_f_from_log_history():
                {"step": 2, "train_runtime": 3.0}]
     curves = training_curves(history)
     assert curves == {"kd_loss": [(1, 2.0)], "misalignment": [(2, 0.4)], "forgetting": [(2, 0.0)]}
+
+
+def test_training_curves_and_plot_carry_the_adapters_learned_scalars(tmp_path):
+    history = [{"step": 2, "kd_loss": 1.0, "adapter/numeral_bias": 0.1}, {"step": 4, "adapter/numeral_bias": 0.3}]
+    curves = training_curves(history, step_offset=10)
+    assert curves["adapter/numeral_bias"] == [(12, 0.1), (14, 0.3)] and curves["kd_loss"] == [(12, 1.0)]
+    path = plot_training({"stage I": {"curves": curves}}, tmp_path / "training.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_write_report_renders_tables_and_plots(tmp_path):
