@@ -15,7 +15,8 @@ run resumes at the first unfinished one; `--force STAGE` redoes STAGE and everyt
   eval_reference  the naive reference: an untrained adapter on encoder frames (RECIPE_MLP), same eval sets
   stage1          cross-modal distillation (what trains: preset.trainable; WSD; checkpoint-pre-decay kept) + eval_stage1
   select_active / select_uniform   Stage II selection on the broad pool, gamma 5 vs 0, same budget
-  stage2_active / stage2_uniform   from Stage I's pre-decay checkpoint on narrow + selected + replay (thirds)
+  stage2_active / stage2_uniform   from Stage I's pre-decay (or, stage2_start=final, last) checkpoint on
+                                   narrow + selected + replay (thirds)
                                    + eval_stage2_active / eval_stage2_uniform
   export          best Stage II model -> OUT/salad-demo, active dataset -> OUT/salad-synth-demo
   report          OUT/REPORT.md, OUT/results.json, OUT/plots/
@@ -417,12 +418,20 @@ class DemoPipeline:
     def stage_select_uniform(self) -> dict:
         return self._select("select-uniform", 0.0)
 
-    def _stage2(self, kind: str) -> dict:
+    def stage2_start(self) -> tuple[str, int]:
+        """(checkpoint Stage II starts from, Stage I's step there): `DemoPreset.stage2_start`."""
         stage1 = self.result("stage1")
-        start = stage1["pre_decay"] or stage1["output_dir"]
-        return self._train(f"stage2-{kind}", start, [self.result("stage1_data")["dataset"],
-                                                      self.result(f"select_{kind}")["dataset"]],
-                           1.0, self.preset.stage2_steps)
+        if self.preset.stage2_start == "pre_decay" and stage1["pre_decay"]:
+            state = Path(stage1["pre_decay"]) / "trainer_state.json"
+            return stage1["pre_decay"], json.loads(state.read_text())["global_step"]
+        return stage1["output_dir"], stage1["steps"]
+
+    def _stage2(self, kind: str) -> dict:
+        start, start_step = self.stage2_start()
+        result = self._train(f"stage2-{kind}", start, [self.result("stage1_data")["dataset"],
+                                                        self.result(f"select_{kind}")["dataset"]],
+                             1.0, self.preset.stage2_steps)
+        return {**result, "start": start, "start_step": start_step}
 
     def stage_stage2_active(self) -> dict:
         return self._stage2("active")

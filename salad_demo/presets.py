@@ -108,6 +108,10 @@ TRAINABLE_WHY = ("Only the front end's numeral bias trains: one scalar added to 
                  "on the held-out items themselves. Training the decoder's weights or the LLM lost 4-7 points "
                  "(earlier BIG-bench set).")
 
+# where Stage II may start (DemoPreset.stage2_start), as the report words it
+STAGE2_STARTS = {"pre_decay": "Stage I's pre-decay checkpoint (the paper's)",
+                 "final": "Stage I's last checkpoint, the model the selection measured"}
+
 # Voices: training voices (flite + festival), an evaluation voice among them ("seen") and a neural voice never
 # used in training ("unseen": Piper joe).
 TRAINING_VOICES = "flite:slt,flite:rms,flite:awb,flite:kal16,festival:kal_diphone,festival:ked_diphone"
@@ -178,6 +182,9 @@ class DemoPreset:
                 "temperature), overriding learning_rate; None = none"})
     warmup_steps: int = field(default=10, metadata={"help": "WSD warmup steps"})
     decay_fraction: float = field(default=0.2, metadata={"help": "Stage I WSD decay fraction (Stage II: 1.0)"})
+    stage2_start: str = field(default="pre_decay", metadata={
+        "help": "where Stage II starts: pre_decay (Stage I's checkpoint before its LR decay, the paper's) or final "
+                "(Stage I's last checkpoint, the model whose misalignment the selection measured)"})
     logging_steps: int = field(default=5, metadata={"help": "log every N steps"})
     diagnostics_steps: int = field(default=25, metadata={"help": "M/F diagnostics every N steps"})
     probe_size: int = field(default=8, metadata={"help": "documents of the M/F probe set"})
@@ -206,6 +213,9 @@ class DemoPreset:
             raise ValueError(f"preset {self.name!r}: eval_items_per_task must be at least fewshot_pool_size + 3")
         if not self.eval_tasks:
             raise ValueError(f"preset {self.name!r}: no eval tasks")
+        if self.stage2_start not in STAGE2_STARTS:
+            raise ValueError(f"preset {self.name!r}: stage2_start must be one of {sorted(STAGE2_STARTS)}, "
+                             f"got {self.stage2_start!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -16,7 +16,7 @@ from pathlib import Path
 from evaluation.compare import choice_kl_by_benchmark, compare_sides, comparison_table
 from spans import atomic_write_text, atomic_writer
 
-from .presets import RECIPE_NOTES, TRAINABLE, TRAINABLE_NOTES, TRAINABLE_WHY
+from .presets import RECIPE_NOTES, STAGE2_STARTS, TRAINABLE, TRAINABLE_NOTES, TRAINABLE_WHY
 
 REFERENCE = "naive reference"  # an untrained adapter on encoder frames (the eval_reference stage)
 EVAL_STAGES = ((REFERENCE, "eval_reference"), ("salad-init", "eval_init"), ("stage I", "eval_stage1"),
@@ -229,16 +229,22 @@ def _evaluations(rec, out: Path) -> tuple[dict, dict]:
     return evaluations, folders
 
 
+def _stage2_start_step(rec, stage2: dict) -> int:
+    """Stage I's step where this Stage II run starts (run folders from before `start_step` was recorded started
+    at the pre-decay checkpoint)."""
+    if "start_step" in stage2:
+        return stage2["start_step"]
+    pre_decay_state = Path((rec("stage1") or {}).get("pre_decay") or "/nonexistent") / "trainer_state.json"
+    return json.loads(pre_decay_state.read_text())["global_step"] if pre_decay_state.is_file() else 0
+
+
 def _training(rec) -> dict:
     training = {}
-    stage1 = rec("stage1") or {}
-    pre_decay_state = Path(stage1.get("pre_decay") or "/nonexistent") / "trainer_state.json"
-    stage2_offset = json.loads(pre_decay_state.read_text())["global_step"] if pre_decay_state.is_file() else 0
     for label, stage in TRAIN_STAGES:
         result = rec(stage)
         if result and result.get("log_history") and Path(result["log_history"]).is_file():
             history = json.loads(Path(result["log_history"]).read_text())
-            offset = stage2_offset if stage.startswith("stage2") else 0
+            offset = _stage2_start_step(rec, result) if stage.startswith("stage2") else 0
             training[label] = {"output_dir": result["output_dir"], "steps": result["steps"], "start_step": offset,
                                "curves": training_curves(history, offset)}
     return training
@@ -362,7 +368,7 @@ def plot_training(training: dict, path: Path) -> Path:
                 steps, values = zip(*series)
                 ax.plot(steps, values, marker="." if len(series) < 30 else None, label=label)
         ax.set_title(titles[key])
-        ax.set_xlabel("step (Stage II continues from Stage I's pre-decay step)")
+        ax.set_xlabel("step (Stage II continues from the Stage I step it starts at)")
         if ax.has_data():
             ax.legend(fontsize=7)
     return _save(fig, path)
@@ -469,7 +475,8 @@ def _recipe_markdown(results: dict) -> list[str]:
     return ["", "## Recipe", "", f"`build_salad(llm, whisper, {arguments})`", "", recipe.get("note", ""), "",
             f"Training: cross-modal distillation KL(teacher ‖ student); what trains: `{trainable}`"
             f" — {TRAINABLE_NOTES.get(trainable, '')} Warmup–stable–decay; Stage II starts "
-            "from Stage I's pre-decay checkpoint and decays over its whole length."
+            f"from {STAGE2_STARTS.get(p.get('stage2_start', 'pre_decay'), '?')} and decays over its whole "
+            "length."
             + (f" {TRAINABLE_WHY}" if trainable == TRAINABLE else "")]
 
 

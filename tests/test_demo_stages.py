@@ -57,3 +57,32 @@ def test_a_run_folder_refuses_other_settings_but_not_a_later_field_at_its_defaul
     DemoPipeline(get_preset("smoke"), tmp_path)
     with pytest.raises(ValueError, match="other settings.*stage1_steps"):
         DemoPipeline(dataclasses.replace(preset, stage1_steps=preset.stage1_steps + 1), tmp_path)
+
+
+def _finished_stage1(tmp_path, preset):
+    from salad_demo.pipeline import DemoPipeline
+
+    pipeline = DemoPipeline(preset, tmp_path)
+    pre_decay = tmp_path / "stage1" / "checkpoint-pre-decay"
+    pre_decay.mkdir(parents=True)
+    (pre_decay / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    pipeline.runner.run("stage1", lambda: {"output_dir": str(tmp_path / "stage1"), "steps": 3,
+                                           "pre_decay": str(pre_decay)})
+    return pipeline
+
+
+def test_stage2_starts_at_the_pre_decay_checkpoint_or_at_stage1s_last_one(tmp_path):
+    import dataclasses
+
+    import pytest
+
+    from salad_demo.presets import get_preset
+
+    preset = get_preset("smoke")
+    assert preset.stage2_start == "pre_decay"
+    start, step = _finished_stage1(tmp_path / "a", preset).stage2_start()
+    assert (start, step) == (str(tmp_path / "a" / "stage1" / "checkpoint-pre-decay"), 2)
+    final = dataclasses.replace(preset, stage2_start="final")
+    assert _finished_stage1(tmp_path / "b", final).stage2_start() == (str(tmp_path / "b" / "stage1"), 3)
+    with pytest.raises(ValueError, match="stage2_start must be one of"):
+        get_preset("smoke", {"stage2_start": "latest"})
