@@ -88,6 +88,9 @@ class EvalCache:
     # checkpoints that trained only the adapter (the LLM frozen) score text once. None: not kept, because the digest
     # reads every LLM weight once per call, which a single evaluation of a large model does not want.
     text: dict | None = None
+    # Text-prompt log-likelihoods on disk (`evaluation.score_store.ScoreStore`), shared across processes; the ASR's
+    # transcripts are stored by passing the same store to `WhisperASR(store=...)`.
+    store: Any = None
 
 
 def parse_modes(modes: str | Sequence[str]) -> list[str]:
@@ -230,7 +233,8 @@ class _BenchmarkScoring:
         audio_token = getattr(processor, "audio_token", AUDIO_TOKEN)
 
         def scorer(model, tokenizer):
-            return MultipleChoiceScorer(model, tokenizer, sampler, config.max_length, config.share_prefix, audio_token)
+            return MultipleChoiceScorer(model, tokenizer, sampler, config.max_length, config.share_prefix, audio_token,
+                                        store=run.cache.store)
 
         self.base_scorer = scorer(run.base_model, run.base_tokenizer) if run.base_model is not None else None
         self.salad_scorer = (scorer(run.model, processor.tokenizer)

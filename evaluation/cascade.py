@@ -18,11 +18,15 @@ class WhisperASR(WhisperTranscriber):
     Args:
         model: a `WhisperForConditionalGeneration`; processor: its `WhisperProcessor`.
         max_new_tokens: decoding budget per window.
+        store: a `ScoreStore` keeping transcripts on disk, keyed by the ASR's weights and decoding settings and the
+            clip's samples.
     """
 
-    def __init__(self, model, processor, max_new_tokens: int = 128, batch_size: int = 8):
+    def __init__(self, model, processor, max_new_tokens: int = 128, batch_size: int = 8, store=None):
         super().__init__(model=model, processor=processor, batch_size=batch_size, max_new_tokens=max_new_tokens)
         self._cache: dict[str, str] = {}
+        self.store = store
+        self._identity = None
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs) -> "WhisperASR":
@@ -40,9 +44,25 @@ class WhisperASR(WhisperTranscriber):
         if len(keys) != len(clips):
             raise ValueError(f"{len(keys)} keys for {len(clips)} clips.")
         todo = [i for i, key in enumerate(keys) if key is None or key not in self._cache]
-        fresh = dict(zip(todo, super().transcribe([clips[i] for i in todo]))) if todo else {}
+        fresh = self._stored_or_transcribed(clips, todo)
         for i, text in fresh.items():
             if keys[i] is not None:
                 self._cache[keys[i]] = text
         return [fresh[i] if i in fresh else self._cache[key] for i, key in enumerate(keys)]
 
+
+    def _stored_or_transcribed(self, clips: Sequence[np.ndarray], todo: list[int]) -> dict[int, str]:
+        """{index: transcript} of `clips[i]` for i in `todo`, from the store where it holds them."""
+        if self.store is None:
+            return dict(zip(todo, super().transcribe([clips[i] for i in todo]))) if todo else {}
+        from .score_store import clip_digest, model_identity
+
+        if self._identity is None:
+            self._identity = [model_identity(self.model), self.max_new_tokens]
+        parts = {i: [*self._identity, clip_digest(clips[i])] for i in todo}
+        found = {i: self.store.get("transcript", parts[i]) for i in todo}
+        missing = [i for i in todo if found[i] is None]
+        for i, text in zip(missing, super().transcribe([clips[i] for i in missing]) if missing else []):
+            self.store.put("transcript", parts[i], text)
+            found[i] = text
+        return found

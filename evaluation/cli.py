@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Length normalization of choice log-likelihoods (chars = lm-eval acc_norm).")
     parser.add_argument("--limit", type=int, help="Score at most N items per benchmark.")
     parser.add_argument("--no-share-prefix", action="store_true", help="Recompute the prompt per choice (slow).")
+    parser.add_argument("--score-cache", metavar="FILE",
+                        help="sqlite file keeping text-prompt log-likelihoods and cascade transcripts between runs "
+                             "(lm-eval's --use_cache); entries are keyed by the model's weights and the exact "
+                             "tokens, so a changed model or prompt never reads a stale score.")
     parser.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the 95%% intervals.")
     parser.add_argument("--seed", type=int, default=0, help="Bootstrap seed.")
     parser.add_argument("--generate-show-choices", action="store_true", help="generate mode: list the options.")
@@ -227,8 +231,10 @@ def run_eval(args) -> dict:
 
     from .benchmark_sources import load_benchmark
     from .cascade import WhisperASR
+    from .score_store import ScoreStore
 
     modes = parse_modes(args.modes)
+    store = ScoreStore(args.score_cache) if args.score_cache else None
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}.")
@@ -247,11 +253,11 @@ def run_eval(args) -> dict:
             raise ValueError("Mode cascade needs --asr-model: a local Whisper model folder (`salad-assets` prints "
                              "the path of a converted tiny.en).")
         asr_path = args.asr_model
-        asr = WhisperASR.from_pretrained(asr_path)
+        asr = WhisperASR.from_pretrained(asr_path, store=store)
         asr.model.to(device)
     spoken = SpokenQuestions(args.tts, args.tts_cache)
     results = evaluate_model(model, processor, base, base_tokenizer, benchmarks, eval_config(args, modes),
-                             spoken=spoken, asr=asr, cache=EvalCache())
+                             spoken=spoken, asr=asr, cache=EvalCache(store=store))
     base_name = args.base_model or (model.config.base_text_model if model is not None else args.model)
     return {"model": args.model, "label": args.label or Path(args.model).name, "base_model": base_name,
             "tts": args.tts if {"speech", "cascade", "generate"} & set(modes) else None, "asr_model": asr_path,

@@ -209,6 +209,7 @@ class MultipleChoiceScorer:
         max_length: context budget in tokens (prompt + longest choice never exceed it; also capped by the model).
         share_prefix: compute the prompt once per item (default) or once per choice.
         audio_token: the placeholder string used in speech prompts (SaladProcessor.audio_token).
+        store: a `ScoreStore` keeping text-prompt log-likelihoods on disk (speech prompts are never stored).
     """
 
     def __init__(
@@ -219,8 +220,11 @@ class MultipleChoiceScorer:
         max_length: int | None = 2048,
         share_prefix: bool = True,
         audio_token: str = AUDIO_TOKEN,
+        store=None,
     ):
         self.model = model
+        self.store = store
+        self._identity = None
         self.tokenizer = tokenizer
         self.sampler = sampler
         self.max_length = model_context_length(model, tokenizer, max_length)
@@ -237,9 +241,23 @@ class MultipleChoiceScorer:
     def _choice_ids(self, item: dict) -> list[list[int]]:
         return [self._encode(format_continuation(choice), add_special_tokens=False) for choice in item["choices"]]
 
-    def _score(self, item, prefix_ids, choice_ids, prefix_kwargs, num_shots, truncated) -> ChoiceScores:
+    def _logprobs(self, prefix_ids, choice_ids, prefix_kwargs) -> list[float]:
         ids = torch.tensor([prefix_ids], dtype=torch.long, device=self.device)
-        logprobs = continuation_logprobs(self.model, ids, choice_ids, prefix_kwargs, self.share_prefix)
+        if self.store is None or prefix_kwargs:
+            return continuation_logprobs(self.model, ids, choice_ids, prefix_kwargs, self.share_prefix)
+        if self._identity is None:
+            from .score_store import model_identity
+
+            self._identity = model_identity(self.model)
+        parts = [self._identity, self.share_prefix, list(prefix_ids), [list(c) for c in choice_ids]]
+        logprobs = self.store.get("loglikelihood", parts)
+        if logprobs is None:
+            logprobs = continuation_logprobs(self.model, ids, choice_ids, prefix_kwargs, self.share_prefix)
+            self.store.put("loglikelihood", parts, logprobs)
+        return logprobs
+
+    def _score(self, item, prefix_ids, choice_ids, prefix_kwargs, num_shots, truncated) -> ChoiceScores:
+        logprobs = self._logprobs(prefix_ids, choice_ids, prefix_kwargs)
         return ChoiceScores(
             item_id=str(item["id"]),
             answer=int(item["answer"]),

@@ -9,6 +9,7 @@ from pathlib import Path
 from evaluation.api import Benchmark, EvalCache, EvalConfig, evaluate_model
 from evaluation.audio import SpokenQuestions
 from evaluation.metrics import average_rows, speech_text_agreement, summarize_task
+from evaluation.score_store import ScoreStore
 from spans import EncoderStatesCache
 
 
@@ -23,8 +24,11 @@ class DemoEvaluator:
         self._base = self._asr = None
         self._spoken: dict[str, SpokenQuestions] = {}
         # states are keyed by the encoder's identity and text scores by the LLM's weights, so checkpoints share them
+        # text and cascade scores and the cascade's transcripts also on disk, so a resumed run or a variant
+        # folder (`cp -al`) does not recompute them
+        self.store = ScoreStore(self.cache_root / "eval-scores.sqlite")
         self.cache = EvalCache(encoder=EncoderStatesCache(self.cache_root / "eval-encoder", keep_in_memory=True),
-                               text={})
+                               text={}, store=self.store)
 
     @property
     def base(self):
@@ -40,7 +44,7 @@ class DemoEvaluator:
         if self._asr is None:
             from evaluation.cascade import WhisperASR
 
-            self._asr = WhisperASR.from_pretrained(self.assets["whisper"])
+            self._asr = WhisperASR.from_pretrained(self.assets["whisper"], store=self.store)
         return self._asr
 
     def spoken(self, voice: str) -> SpokenQuestions:
@@ -79,7 +83,7 @@ class DemoEvaluator:
         config = EvalConfig(modes=["text"], num_fewshot=self.preset.num_fewshot,
                             max_length=self.preset.eval_max_length, num_resamples=200)
         result = evaluate_model(None, None, base, tokenizer, self._benchmarks(benchmarks), config,
-                                cache=EvalCache(base_text=self.cache.base_text))
+                                cache=EvalCache(base_text=self.cache.base_text, store=self.store))
         return result["benchmarks"]
 
     def evaluate_voices(self, model, processor, benchmarks: dict[str, list[dict]]) -> dict:

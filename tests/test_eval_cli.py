@@ -53,6 +53,12 @@ def test_cli_text_and_speech_writes_results(tmp_path, checkpoint, monkeypatch):
     out2 = tmp_path / "out2"
     assert main(argv[:-1] + [str(out2)]) == 0
     assert json.loads((out2 / "results.json").read_text())["benchmarks"] == results["benchmarks"]
+    # The score cache: filled by one run, read by the next, the numbers unchanged.
+    store = tmp_path / "scores.sqlite"
+    for run in ("out3", "out4"):
+        assert main(argv[:-1] + [str(tmp_path / run), "--score-cache", str(store)]) == 0
+        assert json.loads((tmp_path / run / "results.json").read_text())["benchmarks"] == results["benchmarks"]
+    assert store.stat().st_size > 0
     # Gap over checkpoints from several results files.
     assert main(["plot", str(out / "results.json"), str(out2 / "results.json"), "--labels", "a", "b",
                  "--output", str(tmp_path / "plots")]) == 0
