@@ -52,25 +52,28 @@ class DemoEvaluator:
             self._spoken[voice] = SpokenQuestions(voice, self.cache_root / "eval-tts")
         return self._spoken[voice]
 
-    def synthesize(self, benchmarks: dict[str, list[dict]]) -> int:
-        """Speak every question with both eval voices now (cached on disk); returns clips made or found."""
-        count = 0
+    def _scored_clips(self, benchmarks: dict[str, list[dict]]):
+        """(voice's SpokenQuestions, item) of every question the evaluation speaks: both voices, every scored item
+        (the few-shot pool stays written, so it is never spoken)."""
         for voice in (self.preset.seen_voice, self.preset.unseen_voice):
-            for items in benchmarks.values():
-                for item in items:
-                    self.spoken(voice).clip(item)
-                    count += 1
+            for benchmark in self._benchmarks(benchmarks):
+                for item in benchmark.items:
+                    yield self.spoken(voice), item
+
+    def synthesize(self, benchmarks: dict[str, list[dict]]) -> int:
+        """Speak every scored question with both eval voices now (cached on disk); returns clips made or found."""
+        count = 0
+        for spoken, item in self._scored_clips(benchmarks):
+            spoken.clip(item)
+            count += 1
         return count
 
     def encode(self, model, processor, benchmarks: dict[str, list[dict]]) -> int:
-        """Frozen-encoder states of every eval clip, computed once into the disk cache."""
-        cache, count = self.cache.encoder, 0
-        for voice in (self.preset.seen_voice, self.preset.unseen_voice):
-            spoken = self.spoken(voice)
-            for items in benchmarks.values():
-                for item in items:
-                    cache.encode(model, processor, spoken.clip(item))
-                    count += 1
+        """Frozen-encoder states of every scored eval clip, computed once into the disk cache."""
+        count = 0
+        for spoken, item in self._scored_clips(benchmarks):
+            self.cache.encoder.encode(model, processor, spoken.clip(item))
+            count += 1
         return count
 
     def _benchmarks(self, benchmarks: dict[str, list[dict]]) -> list[Benchmark]:

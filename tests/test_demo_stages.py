@@ -86,3 +86,16 @@ def test_stage2_starts_at_the_pre_decay_checkpoint_or_at_stage1s_last_one(tmp_pa
     assert _finished_stage1(tmp_path / "b", final).stage2_start() == (str(tmp_path / "b" / "stage1"), 3)
     with pytest.raises(ValueError, match="stage2_start must be one of"):
         get_preset("smoke", {"stage2_start": "latest"})
+
+
+def test_the_demo_speaks_only_scored_questions_never_the_written_shot_pool(tmp_path):
+    from salad_demo.demo_eval import DemoEvaluator
+    from salad_demo.presets import get_preset
+
+    preset = get_preset("smoke")
+    items = [{"id": f"q{i}", "question": f"Is {i} even?", "choices": ["yes", "no"], "answer": i % 2}
+             for i in range(preset.fewshot_pool_size + 3)]
+    evaluator = DemoEvaluator({}, tmp_path, preset)
+    spoken = [(s.voices, item["id"]) for s, item in evaluator._scored_clips({"parity": items})]
+    scored = [item["id"] for item in items[preset.fewshot_pool_size:]]
+    assert spoken == [(preset.seen_voice, i) for i in scored] + [(preset.unseen_voice, i) for i in scored]
