@@ -312,6 +312,7 @@ class DemoPipeline:
         # trained and a frozen copy of *that* LLM would let the teacher drift from the text model the paper distils
         teacher = str(self.assets["llm"]) if trainable in ("adapter+llm", "llm") else None
         overrides.setdefault("adapter_parameter_learning_rates", p.adapter_parameter_learning_rates)
+        overrides.setdefault("seed", p.seed)
         return DistillationConfig(
             output_dir=str(output_dir), trainable=trainable, teacher_model_name_or_path=teacher,
             text_replay_ratio=1 / 3, alpha=1.0, beta=0.0, learning_rate=llm_learning_rate or adapter_learning_rate,
@@ -319,7 +320,7 @@ class DemoPipeline:
             warmup_steps=p.warmup_steps, decay_fraction=decay_fraction, max_steps=steps,
             per_device_train_batch_size=p.batch_size, gradient_accumulation_steps=1, max_length=p.max_length,
             logging_steps=p.logging_steps, save_strategy="no", report_to="none",
-            diagnostics_steps=p.diagnostics_steps, probe_size=p.probe_size, kd_chunk_size=256, seed=p.seed,
+            diagnostics_steps=p.diagnostics_steps, probe_size=p.probe_size, kd_chunk_size=256,
             dataloader_num_workers=0, bf16=False, weight_decay=0.0, disable_tqdm=False,
             # span datasets already alternate speech and text spans (text spans carry no audio): hear every clip
             speech_policy="all", **overrides)
@@ -403,7 +404,8 @@ class DemoPipeline:
         cfg = SelectConfig(output_dir=str(output), pool=str(self.broad_pool()), checkpoint=self.result("stage1")["output_dir"],
                            num_clusters=p.num_clusters, gamma=gamma, budget_texts=p.selection_budget_texts,
                            tts=p.training_voices, probe_size=p.selection_probe_size, max_cer=p.selection_max_cer,
-                           cer_model=self.assets["whisper"], seed=p.seed, cache_dir=str(self.out / "stage2" / "cache"),
+                           cer_model=self.assets["whisper"], seed=self.stage2_seed,
+                           cache_dir=str(self.out / "stage2" / "cache"),
                            embedding_cache_dir=str(cache_root() / "embeddings"))
         report = run_selection(cfg)
         return {"output_dir": str(output), "dataset": str(output / "dataset"), "gamma": gamma,
@@ -418,6 +420,10 @@ class DemoPipeline:
     def stage_select_uniform(self) -> dict:
         return self._select("select-uniform", 0.0)
 
+    @property
+    def stage2_seed(self) -> int:
+        return self.preset.seed if self.preset.stage2_seed is None else self.preset.stage2_seed
+
     def stage2_start(self) -> tuple[str, int]:
         """(checkpoint Stage II starts from, Stage I's step there): `DemoPreset.stage2_start`."""
         stage1 = self.result("stage1")
@@ -430,8 +436,8 @@ class DemoPipeline:
         start, start_step = self.stage2_start()
         result = self._train(f"stage2-{kind}", start, [self.result("stage1_data")["dataset"],
                                                         self.result(f"select_{kind}")["dataset"]],
-                             1.0, self.preset.stage2_steps)
-        return {**result, "start": start, "start_step": start_step}
+                             1.0, self.preset.stage2_steps, seed=self.stage2_seed)
+        return {**result, "start": start, "start_step": start_step, "seed": self.stage2_seed}
 
     def stage_stage2_active(self) -> dict:
         return self._stage2("active")

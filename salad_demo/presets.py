@@ -182,6 +182,9 @@ class DemoPreset:
                 "temperature), overriding learning_rate; None = none"})
     warmup_steps: int = field(default=10, metadata={"help": "WSD warmup steps"})
     decay_fraction: float = field(default=0.2, metadata={"help": "Stage I WSD decay fraction (Stage II: 1.0)"})
+    stage2_seed: int | None = field(default=None, metadata={
+        "help": "seed of Stage II's selection sampling and training order, to repeat active vs uniform on other "
+                "draws with everything before Stage II unchanged; None = seed"})
     stage2_start: str = field(default="pre_decay", metadata={
         "help": "where Stage II starts: pre_decay (Stage I's checkpoint before its LR decay, the paper's) or final "
                 "(Stage I's last checkpoint, the model whose misalignment the selection measured)"})
@@ -213,6 +216,10 @@ class DemoPreset:
             raise ValueError(f"preset {self.name!r}: eval_items_per_task must be at least fewshot_pool_size + 3")
         if not self.eval_tasks:
             raise ValueError(f"preset {self.name!r}: no eval tasks")
+        if self.stage2_seed is not None and (isinstance(self.stage2_seed, bool) or not isinstance(self.stage2_seed, int)
+                                             or self.stage2_seed < 0):
+            raise ValueError(f"preset {self.name!r}: stage2_seed must be None or an integer >= 0, "
+                             f"got {self.stage2_seed!r}")
         if self.stage2_start not in STAGE2_STARTS:
             raise ValueError(f"preset {self.name!r}: stage2_start must be one of {sorted(STAGE2_STARTS)}, "
                              f"got {self.stage2_start!r}")

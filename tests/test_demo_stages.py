@@ -88,6 +88,19 @@ def test_stage2_starts_at_the_pre_decay_checkpoint_or_at_stage1s_last_one(tmp_pa
         get_preset("smoke", {"stage2_start": "latest"})
 
 
+def test_stage2_draws_its_own_seed_when_asked(tmp_path):
+    import pytest
+
+    from salad_demo.pipeline import DemoPipeline
+    from salad_demo.presets import get_preset
+
+    assert DemoPipeline(get_preset("smoke"), tmp_path / "a").stage2_seed == get_preset("smoke").seed
+    assert DemoPipeline(get_preset("smoke", {"stage2_seed": 7}), tmp_path / "b").stage2_seed == 7
+    for bad in (-1, 1.5, "one", True):
+        with pytest.raises(ValueError, match="stage2_seed must be None or an integer"):
+            get_preset("smoke", {"stage2_seed": bad})
+
+
 def test_the_demo_speaks_only_scored_questions_never_the_written_shot_pool(tmp_path):
     from salad_demo.demo_eval import DemoEvaluator
     from salad_demo.presets import get_preset
