@@ -110,7 +110,7 @@ TRAINABLE_WHY = ("Only the front end's numeral bias trains: one scalar added to 
 
 # where Stage II may start (DemoPreset.stage2_start), as the report words it
 STAGE2_STARTS = {"pre_decay": "Stage I's pre-decay checkpoint (the paper's)",
-                 "final": "Stage I's last checkpoint, the model the selection measured"}
+                 "final": "Stage I's last checkpoint (the model the selection measured)"}
 
 # The demo's Stage II starts from Stage I's last checkpoint, the model its selection measured M(c) on. Here Stage I's
 # decay is where the numeral bias, the one thing that trains, still climbs (+0.58 at the pre-decay checkpoint, +0.82
