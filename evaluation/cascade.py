@@ -26,7 +26,6 @@ class WhisperASR(WhisperTranscriber):
         super().__init__(model=model, processor=processor, batch_size=batch_size, max_new_tokens=max_new_tokens)
         self._cache: dict[str, str] = {}
         self.store = store
-        self._identity = None
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs) -> "WhisperASR":
@@ -57,9 +56,8 @@ class WhisperASR(WhisperTranscriber):
             return dict(zip(todo, super().transcribe([clips[i] for i in todo]))) if todo else {}
         from .score_store import clip_digest, model_identity
 
-        if self._identity is None:
-            self._identity = [model_identity(self.model), self.max_new_tokens]
-        parts = {i: [*self._identity, clip_digest(clips[i])] for i in todo}
+        identity = [model_identity(self.model), self.max_new_tokens]
+        parts = {i: [*identity, clip_digest(clips[i])] for i in todo}
         found = {i: self.store.get("transcript", parts[i]) for i in todo}
         missing = [i for i in todo if found[i] is None]
         for i, text in zip(missing, super().transcribe([clips[i] for i in missing]) if missing else []):

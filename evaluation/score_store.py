@@ -76,6 +76,3 @@ class ScoreStore:
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
-
-    def close(self) -> None:
-        self._db.close()

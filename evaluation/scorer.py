@@ -224,7 +224,6 @@ class MultipleChoiceScorer:
     ):
         self.model = model
         self.store = store
-        self._identity = None
         self.tokenizer = tokenizer
         self.sampler = sampler
         self.max_length = model_context_length(model, tokenizer, max_length)
@@ -245,11 +244,9 @@ class MultipleChoiceScorer:
         ids = torch.tensor([prefix_ids], dtype=torch.long, device=self.device)
         if self.store is None or prefix_kwargs:
             return continuation_logprobs(self.model, ids, choice_ids, prefix_kwargs, self.share_prefix)
-        if self._identity is None:
-            from .score_store import model_identity
+        from .score_store import model_identity  # weights_digest memoizes, so this is cheap per item
 
-            self._identity = model_identity(self.model)
-        parts = [self._identity, self.share_prefix, list(prefix_ids), [list(c) for c in choice_ids]]
+        parts = [model_identity(self.model), self.share_prefix, list(prefix_ids), [list(c) for c in choice_ids]]
         logprobs = self.store.get("loglikelihood", parts)
         if logprobs is None:
             logprobs = continuation_logprobs(self.model, ids, choice_ids, prefix_kwargs, self.share_prefix)
