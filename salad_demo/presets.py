@@ -116,8 +116,8 @@ STAGE2_STARTS = {"pre_decay": "Stage I's pre-decay checkpoint (the paper's)",
 # decay is where the numeral bias, the one thing that trains, still climbs (+0.58 at the pre-decay checkpoint, +0.82
 # at the end), and Stage II's mix of narrow, selected and replay text pulls it towards +0.6 from either start.
 # From the pre-decay checkpoint Stage II active ended at +0.41 and 1.1 / 1.8 points below Stage I; from the last one
-# at +0.65 and 0.4 / 1.1 points below, with active >= uniform on both voices (RESULTS.md "Stage II on the one-digit
-# recipe: where it starts"). The 3B/7B configs keep the paper's pre-decay start.
+# at +0.65 and 0.4 / 1.1 points below (RESULTS.md "Stage II on the one-digit recipe: where it starts"; active vs
+# uniform there follows the draw, not the start). The 3B/7B configs keep the paper's pre-decay start.
 STAGE2_START = "final"
 
 # Voices: training voices (flite + festival), an evaluation voice among them ("seen") and a neural voice never
@@ -260,7 +260,8 @@ PRESETS = {
         stage1_documents=180, replay_documents=180, document_words=80,
         stage1_steps=60,
         stage2_steps=30, stage2_start=STAGE2_START, batch_size=4, warmup_steps=5, logging_steps=2,
-        diagnostics_steps=20, probe_size=4, pool_max_per_domain=10, num_clusters=16, selection_budget_texts=150, selection_probe_size=3,
+        diagnostics_steps=20, probe_size=4, pool_max_per_domain=10, num_clusters=16, selection_budget_texts=150,
+        selection_probe_size=3,
         # clusters whose probe clips Whisper tiny.en cannot transcribe (CER > 0.15: constructed-language words,
         # dialog-schema strings; 0.19-0.25 where the other clusters sit at 0.03-0.12) have the highest M(c) and
         # took 127 of 150 active texts; trained on them, the decoder and LLM lost 12 points on the held-out
