@@ -30,8 +30,17 @@ def model_identity(model) -> str:
     from spans.encoder_states import weights_digest
 
     config = getattr(model, "config", None)
-    config_json = config.to_json_string(use_diff=False) if hasattr(config, "to_json_string") else repr(config)
-    return _digest([type(model).__name__, weights_digest(model), config_json])
+    described = _without_paths(config.to_dict()) if hasattr(config, "to_dict") else repr(config)
+    return _digest([type(model).__name__, weights_digest(model), described])
+
+
+# where the model was loaded from is not what it computes: a copied or moved checkpoint keeps its scores
+_PATH_FIELDS = ("_name_or_path", "_model_name_or_path")
+
+
+def _without_paths(config: dict) -> dict:
+    return {key: _without_paths(value) if isinstance(value, dict) else value
+            for key, value in config.items() if key not in _PATH_FIELDS}
 
 
 def clip_digest(clip: np.ndarray) -> str:

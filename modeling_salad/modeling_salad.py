@@ -169,19 +169,29 @@ class SaladForCausalLM(SaladPreTrainedModel, GenerationMixin):
         frame_mask = torch.arange(states.shape[1], device=states.device)[None, :] < lengths[:, None]
         return states, frame_mask
 
-    def encode_audio(self, input_features: torch.Tensor, input_features_mask: torch.Tensor):
-        """The frozen part: encoder, then the projector's precompute step. Returns `(states, mask)`, the
-        precomputed input caches store (`projector.precomputed_input`), mask True on its real rows."""
+    def encode_frames(self, input_features: torch.Tensor, input_features_mask: torch.Tensor):
+        """The speech encoder alone: `(states [N, T, C], frame_mask [N, T])`, True on the frames of real audio."""
         input_features_mask = self._check_audio_pair(
             input_features, input_features_mask, ("input_features", "input_features_mask")
         )
-        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.audio_tower.parameters())
-        with torch.set_grad_enabled(needs_grad):
+        with torch.set_grad_enabled(self._audio_tower_needs_grad()):
             if self.config.audio_encoder_type == "whisper":
-                states, frame_mask = self._encode_whisper(input_features, input_features_mask)
-            else:
-                states, frame_mask = self._encode_mimi(input_features, input_features_mask)
+                return self._encode_whisper(input_features, input_features_mask)
+            return self._encode_mimi(input_features, input_features_mask)
+
+    def _audio_tower_needs_grad(self) -> bool:
+        return torch.is_grad_enabled() and any(p.requires_grad for p in self.audio_tower.parameters())
+
+    def precompute_from_frames(self, states: torch.Tensor, frame_mask: torch.Tensor):
+        """The projector's precompute step on `encode_frames` outputs (the part of `encode_audio` after the
+        encoder): caches that keep encoder frames call it when only the projector changed."""
+        with torch.set_grad_enabled(self._audio_tower_needs_grad()):
             return self.multi_modal_projector.precompute(states, frame_mask, self.audio_tower)
+
+    def encode_audio(self, input_features: torch.Tensor, input_features_mask: torch.Tensor):
+        """The frozen part: encoder, then the projector's precompute step. Returns `(states, mask)`, the
+        precomputed input caches store (`projector.precomputed_input`), mask True on its real rows."""
+        return self.precompute_from_frames(*self.encode_frames(input_features, input_features_mask))
 
     def get_audio_features(
         self,

@@ -60,6 +60,21 @@ def test_text_scores_are_read_back_by_a_new_store_and_missed_when_weights_or_pro
     assert len(counted_scoring) == 4 and changed != first
 
 
+def test_a_copied_or_moved_model_keeps_its_stored_scores(tmp_path, counted_scoring):
+    torch.manual_seed(0)
+    tokenizer = make_tiny_tokenizer()
+    from transformers import LlamaForCausalLM
+
+    LlamaForCausalLM(tiny_text_config(len(tokenizer))).save_pretrained(tmp_path / "here")
+    LlamaForCausalLM.from_pretrained(tmp_path / "here").save_pretrained(tmp_path / "there")
+    store = ScoreStore(tmp_path / "scores.sqlite")
+    first = evaluate_text(LlamaForCausalLM.from_pretrained(tmp_path / "here").eval(), tokenizer, store, make_items(4))
+    counted_scoring.clear()
+    moved = LlamaForCausalLM.from_pretrained(tmp_path / "there").eval()
+    assert moved.config.to_dict()["_name_or_path"].endswith("there")
+    assert evaluate_text(moved, tokenizer, store, make_items(4)) == first and counted_scoring == []
+
+
 def test_speech_scores_are_never_stored(tmp_path, tiny_salad, counted_scoring):
     model, processor = tiny_salad()
     items = [{**item, "audio": {"array": sine(0.6 + 0.1 * i, seed=i), "sampling_rate": 16000}}
