@@ -251,8 +251,10 @@ class _BenchmarkScoring:
             if self.salad_scorer is not None:
                 self._score("text_acc", "text", self._salad_text)
         if "speech" in modes:
+            self._encode_clips()
             self._score("speech_acc", "speech", self._speech)
         if "cascade" in modes:
+            self._transcribe_clips()
             self._score("cascade_acc", "cascade", self._cascade)
         if "generate" in modes:
             self._score("generate_acc", "generate", self._generate)
@@ -281,6 +283,18 @@ class _BenchmarkScoring:
             return self.salad_scorer.score_text(item)
         return _memo(run.cache.text, (run.text_identity, *self.cache_tag, str(item["id"])),
                      lambda: self.salad_scorer.score_text(item))
+
+    def _encode_clips(self) -> None:
+        """Every clip's encoder states before scoring, in batches (`EncoderStatesCache.precompute_clips`)."""
+        run = self.evaluation
+        items = tqdm(self.items, desc=f"{self.name}: audio states", disable=not run.config.progress, leave=False)
+        run.cache.encoder.precompute_clips(run.model, run.processor, (run.spoken.clip(item) for item in items))
+
+    def _transcribe_clips(self) -> None:
+        """Every clip's transcript before scoring, in the ASR's batches (memoized per clip key)."""
+        run = self.evaluation
+        clips = [run.spoken.clip(item) for item in self.items]
+        run.asr.transcribe(clips, keys=[run.spoken.clip_key(item) for item in self.items])
 
     def _speech(self, item):
         run = self.evaluation

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -640,3 +641,35 @@ def test_a_projector_that_uses_no_own_weights_keeps_no_frames(tmp_path):
     assert not model.multi_modal_projector.precompute_uses_own_weights
     EncoderStatesCache(tmp_path).encode(model, processor, sine(0.5))
     assert len(list(tmp_path.glob("*.npz"))) == 1
+
+
+def test_precompute_clips_encodes_in_batches_and_skips_what_is_cached(tmp_path):
+    from spans import EncoderStatesCache
+
+    model, processor = tiny_model(posterior_numeral_bias=True)
+    calls = _counting_encoder_calls(model)
+    waves = [sine(0.5 + 0.2 * i, seed=i, freq=300 + 50 * i) for i in range(3)]
+    cache = EncoderStatesCache(tmp_path)
+    assert cache.precompute_clips(model, processor, waves, batch_size=2) == 3 and len(calls) == 2
+    assert cache.precompute_clips(model, processor, waves, batch_size=2) == 0 and len(calls) == 2
+    stored = [cache.encode(model, processor, wave).states for wave in waves]
+    assert len(calls) == 2
+    for wave, states in zip(waves, stored):
+        torch.testing.assert_close(torch.from_numpy(states),
+                                   torch.from_numpy(_direct_states(model, processor, wave).states), atol=1e-5, rtol=0)
+
+
+def test_another_adapter_on_the_same_encoder_reads_the_kept_frames_and_writes_none(tmp_path):
+    from spans import EncoderStatesCache
+
+    posterior, processor = tiny_model(posterior_numeral_bias=True)
+    transcript = transcript_twin(posterior)
+    wave = sine(0.8)
+    EncoderStatesCache(tmp_path).encode(posterior, processor, wave)
+    files = len(list(tmp_path.glob("*.npz")))
+    calls = _counting_encoder_calls(transcript)
+    states = EncoderStatesCache(tmp_path).encode(transcript, processor, wave).states
+    assert calls == [] and len(list(tmp_path.glob("*.npz"))) == files + 1
+    np.testing.assert_array_equal(states, _direct_states(transcript, processor, wave).states)
+    EncoderStatesCache(tmp_path).encode(transcript, processor, sine(0.4))  # no frames of this clip: the encoder runs
+    assert len(calls) == 2 and len(list(tmp_path.glob("*.npz"))) == files + 2  # the direct check ran it once
