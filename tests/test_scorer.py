@@ -181,6 +181,27 @@ def test_gap_is_base_text_minus_speech_and_cascade_uses_transcripts(tiny_salad):
         assert low <= row[key] <= high
 
 
+def test_speech_and_cascade_encode_and_transcribe_every_clip_in_batches(tiny_salad):
+    model, processor = tiny_salad()
+    items = [{**item, "audio": {"array": sine(0.6 + 0.1 * i, seed=i), "sampling_rate": 16000}}
+             for i, item in enumerate(make_items(6))]
+    asr_batches, encoder_batches = [], []
+    model.audio_encoder.register_forward_hook(lambda module, args, out: encoder_batches.append(args[0].shape[0]))
+
+    class EchoASR:
+        def transcribe(self, clips, keys=None):
+            asr_batches.append(len(clips))
+            return [question_text(by_key[k]) for k in keys]
+
+    by_key = {f"recorded:{item['id']}": item for item in items}
+    result = evaluate_model(
+        model, processor, model.language_model, processor.tokenizer, {"count": items},
+        EvalConfig(modes="speech,cascade", num_fewshot=1, fewshot_pool_size=2, progress=False), asr=EchoASR())
+    scored = result["benchmarks"]["count"]["n"]
+    assert encoder_batches == [scored]  # one batch before scoring, none while scoring
+    assert asr_batches[0] == scored and set(asr_batches[1:]) <= {1}  # later calls are memo hits per item
+
+
 def test_eval_config_validates_before_any_scoring():
     assert EvalConfig(modes="speech, text,speech").modes == ["speech", "text"]
     with pytest.raises(ValueError, match="Unknown or empty modes"):
