@@ -52,9 +52,12 @@ class SpokenQuestions:
         """Identity of the clip: the recording's item id, or (backend, voice, text) for TTS."""
         if item.get("audio") is not None:
             return f"recorded:{item['id']}"
+        from datasets_scripts.tts.registry import cache_revision
+
         backend, voice = self.pool.pick(str(item["id"]))
-        text = question_text(item)
-        return "tts:" + hashlib.sha256(f"{backend}\x1f{voice}\x1f{text}".encode()).hexdigest()[:32]
+        revision = cache_revision(backend)
+        parts = [backend, voice, question_text(item)] + ([revision] if revision else [])
+        return "tts:" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
     def clip(self, item: dict) -> np.ndarray:
         key = self.clip_key(item)

@@ -22,6 +22,24 @@ def test_backend_speaks_a_sentence(name):
     assert np.sqrt(np.mean(audio ** 2)) > 0.01 and np.abs(audio).max() <= 1.0
 
 
+@pytest.mark.parametrize("name", ["piper", "espeak-ng", "flite", "festival"])
+def test_the_same_text_gives_the_same_clip(name):
+    backend = get_backend(name)
+    first, _ = backend.synthesize(SENTENCE)
+    assert np.array_equal(backend.synthesize(SENTENCE)[0], first)  # piper's noise is seeded by the utterance
+    other, _ = backend.synthesize("The slow red fox walks past the lazy dog.")
+    assert other.shape != first.shape or not np.array_equal(other, first)
+
+
+def test_a_clip_cache_key_names_the_backends_revision():
+    from datasets_scripts.tts.registry import cache_revision
+    from evaluation.audio import SpokenQuestions
+
+    assert cache_revision("piper-onnx") == "seeded" and cache_revision("flite") == ""
+    item = {"id": "q", "question": "What is two plus two?", "choices": ["4", "5"], "answer": 0}
+    assert SpokenQuestions("piper").clip_key(item) != SpokenQuestions("flite:slt").clip_key(item)
+
+
 def test_documented_default_voices_and_voice_lists():
     assert get_backend("piper").default_voice == "en_US-joe-medium"
     assert get_backend("espeak").default_voice == "en-us"  # alias

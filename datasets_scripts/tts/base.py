@@ -143,6 +143,8 @@ class TTSBackend(ABC):
     name: str = ""
     default_voice: str | None = None
     supports_native_pitch: bool = False
+    # part of the key of cached clips: a backend whose output for the same text and voice changed sets a new one
+    cache_revision: str = ""
 
     @abstractmethod
     def voices(self) -> list[str]:

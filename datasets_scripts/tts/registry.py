@@ -29,6 +29,11 @@ def canonical_backend_name(name: str) -> str:
     return key
 
 
+def cache_revision(name: str) -> str:
+    """The backend's `cache_revision` (part of a cached clip's key), read without starting the engine."""
+    return _classes()[canonical_backend_name(name)].cache_revision
+
+
 @functools.lru_cache(maxsize=None)
 def _cached(name: str) -> TTSBackend:
     return _classes()[name]()
