@@ -222,12 +222,10 @@ class EncoderStatesCache:
         return all(self.contains(wave, identity) for wave in waves)
 
     def _frames_cache(self) -> "EncoderStatesCache":
-        """Where encoder frames are kept: the same folder, but never in memory when there is one (a frame entry is
-        read once per projector, and the processed states it feeds are what is reused)."""
-        if self.cache_dir is None:
-            return self
+        """Where encoder frames are kept: a cache of their own on the same folder, in memory only when there is no
+        folder (a frame entry is read once per projector; the processed states it feeds are what is reused)."""
         if self._frames is None:
-            self._frames = EncoderStatesCache(self.cache_dir, keep_in_memory=False)
+            self._frames = EncoderStatesCache(self.cache_dir, keep_in_memory=self.cache_dir is None)
         return self._frames
 
     def precompute(self, model, processor, documents: Iterable[dict], batch_size: int = 8) -> int:
