@@ -21,6 +21,6 @@ __all__ = [
     "SAMPLING_RATE", "SPEECH", "TEXT", "EncodedClip", "EncoderStatesCache", "as_encoded_audio", "atomic_write_bytes",
     "atomic_write_json", "atomic_write_text", "atomic_writer", "audio_token_count", "audio_token_count_from_states",
     "benchmark_features", "cache_root", "clip_digest", "decode_audio", "encode_audio", "encoder_identity",
-    "frames_identity", "iter_span_documents", "load_folder_or_hub", "load_span_documents", "replace_dir", "span_features",
-    "split_into_spans", "staging_dir", "weights_digest", "write_parquet",
+    "frames_identity", "iter_span_documents", "load_folder_or_hub", "load_span_documents", "replace_dir",
+    "span_features", "split_into_spans", "staging_dir", "weights_digest", "write_parquet",
 ]

@@ -20,7 +20,8 @@ def _direct_states(model, processor, wave):
 
     with torch.no_grad():
         features = processor.extract_audio_features([wave])
-        return EncodedClip.from_encoder(*model.encode_audio(features["input_features"], features["input_features_mask"]))
+        states = model.encode_audio(features["input_features"], features["input_features_mask"])
+    return EncodedClip.from_encoder(*states)
 
 
 def test_a_checkpoint_that_trained_only_the_projector_reuses_the_cached_encoder_frames(tmp_path):
