@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Length normalization of choice log-likelihoods (chars = lm-eval acc_norm).")
     parser.add_argument("--limit", type=int, help="Score at most N items per benchmark.")
     parser.add_argument("--no-share-prefix", action="store_true", help="Recompute the prompt per choice (slow).")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="Prompts scored together in one forward pass (lm-eval's --batch_size; 1 = one by one).")
     parser.add_argument("--score-cache", metavar="FILE",
                         help="sqlite file keeping text-prompt log-likelihoods and cascade transcripts between runs "
                              "(lm-eval's --use_cache); entries are keyed by the model's weights and the exact "
@@ -222,7 +224,7 @@ def eval_config(args, modes: list[str]) -> EvalConfig:
     """The flags -> an `EvalConfig`."""
     return EvalConfig(modes=modes, num_fewshot=args.num_fewshot, fewshot_pool_size=args.fewshot_pool_size,
                       fewshot_seed=args.fewshot_seed, max_length=args.max_length, normalization=args.normalization,
-                      share_prefix=not args.no_share_prefix, limit=args.limit,
+                      share_prefix=not args.no_share_prefix, batch_size=args.batch_size, limit=args.limit,
                       generate_show_choices=args.generate_show_choices, num_resamples=args.bootstrap, seed=args.seed)
 
 

@@ -41,12 +41,30 @@ from datasets_scripts.packaged_tasks import task_file_stem
 from .demo_data import eval_items, narrative_documents, numeric_documents, pool_exclusions, read_jsonl, write_jsonl
 from .presets import NARRATIVE_TASKS, PRESETS, RECIPE_NOTES, get_preset, parse_overrides
 
-from .stages import StageRunner
+from .stages import ParallelStages, StageRunner
 
 STAGES = ("assets", "salad_init", "first_look", "eval_sets", "stage1_data", "features", "eval_init", "eval_reference",
           "stage1",
           "eval_stage1", "select_active", "select_uniform", "stage2_active", "stage2_uniform", "eval_stage2_active",
           "eval_stage2_uniform", "export", "report")
+# the stages whose results (or caches) each stage reads: `--jobs 2` runs a stage once these are done. Every
+# evaluation follows eval_init, which scores the base LLM's text and cascade answers they all reuse from the score
+# store; select_uniform reuses select_active's clusters and M(c).
+STAGE_NEEDS = {
+    "salad_init": ("assets",), "first_look": ("salad_init",), "eval_sets": ("assets",), "stage1_data": ("assets",),
+    "features": ("salad_init", "eval_sets", "stage1_data"), "eval_init": ("features",),
+    "eval_reference": ("eval_init",), "stage1": ("features",), "eval_stage1": ("stage1", "eval_init"),
+    "select_active": ("stage1",), "select_uniform": ("select_active",), "stage2_active": ("select_active",),
+    "stage2_uniform": ("select_uniform",), "eval_stage2_active": ("stage2_active", "eval_init"),
+    "eval_stage2_uniform": ("stage2_uniform", "eval_init"),
+    "export": ("select_active", "eval_stage2_active", "eval_stage2_uniform"),
+    "report": tuple(s for s in STAGES if s != "report"),
+}
+# the order a free slot takes ready stages in: the longest chain (Stage I -> active selection -> Stage II) first
+PRIORITY = ("assets", "salad_init", "stage1_data", "eval_sets", "features", "stage1", "select_active",
+            "stage2_active", "select_uniform", "stage2_uniform", "eval_init", "first_look", "eval_stage1",
+            "eval_stage2_active", "eval_stage2_uniform", "eval_reference", "export", "report")
+assert sorted(PRIORITY) == sorted(STAGES) and set(STAGE_NEEDS) == set(STAGES) - {"assets"}
 # what each stage writes (relative to OUT), removed when the stage is forced; caches keyed by content stay
 STAGE_OUTPUTS = {
     "salad_init": ["salad-init"], "first_look": ["first_look.json"], "eval_sets": ["data/eval"],
@@ -113,17 +131,32 @@ class DemoPipeline:
                 path = self.out / rel
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
-    def run(self, stages=None) -> dict:
+    def run(self, stages=None, jobs: int = 1) -> dict:
+        """Run (or reuse) `stages` (default: all); `jobs` > 1 runs independent stages side by side in child
+        processes (`ParallelStages`), 1 runs them in this process, in order."""
         selected = list(STAGES) if not stages else list(stages)
         unknown = [s for s in selected if s not in STAGES]
         if unknown:
             raise ValueError(f"unknown stages {unknown}; stages: {', '.join(STAGES)}")
         total = time.perf_counter()
-        for index, name in enumerate(s for s in STAGES if s in selected):
-            _log(f"stage {STAGES.index(name) + 1}/{len(STAGES)}: {name}")
-            self.runner.run(name, getattr(self, f"stage_{name}"))
+        if jobs > 1:
+            ParallelStages(self.runner, STAGE_NEEDS, self.child_command, jobs).run(
+                [s for s in PRIORITY if s in selected])
+        else:
+            for name in (s for s in STAGES if s in selected):
+                _log(f"stage {STAGES.index(name) + 1}/{len(STAGES)}: {name}")
+                self.runner.run(name, getattr(self, f"stage_{name}"))
         _log(f"done in {time.perf_counter() - total:.0f} s; report: {self.out / 'REPORT.md'}")
         return {name: self.runner.record(name)["result"] for name in STAGES if self.runner.done(name)}
+
+    def child_command(self, stage: str, threads: int) -> list[str]:
+        """The argv of a child process that runs `stage` of this run (same preset and overrides)."""
+        default = json.loads(json.dumps(PRESETS[self.preset.name].to_dict()))
+        mine = json.loads(json.dumps(self.preset.to_dict()))
+        overrides = [f"{k}={json.dumps(v)}" for k, v in mine.items() if v != default.get(k)]
+        return [sys.executable, "-m", "salad_demo.pipeline", "--preset", self.preset.name, "--output", str(self.out),
+                "--stages", stage, "--threads", str(threads), "--jobs", "1",
+                *(arg for item in overrides for arg in ("--set", item))]
 
     # ------------------------------------------------------------------------------------------ shared objects
     @property
@@ -502,7 +535,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch CPU threads; 'auto' = 1 when the machine is oversubscribed (load average above "
                              "the core count: spinning OpenMP threads then cost more than they give), else torch's "
                              "default")
+    parser.add_argument("--jobs", default="auto",
+                        help="stages run side by side in child processes (logs in OUT/logs/); 'auto' = 2 on a CPU "
+                             "machine with 2+ cores (two stages on one thread each do more than one on both), else 1")
     return parser
+
+
+def resolve_jobs(jobs: str) -> int:
+    import torch
+
+    if jobs == "auto":
+        return 2 if (os.cpu_count() or 1) >= 2 and not torch.cuda.is_available() else 1
+    if not jobs.isdigit() or int(jobs) < 1:
+        raise ValueError(f"--jobs must be 'auto' or a positive integer, got {jobs!r}")
+    return int(jobs)
 
 
 def set_threads(threads: str) -> int:
@@ -537,7 +583,7 @@ def main(argv=None) -> int:
         _log(f"preset {preset.name} -> {output} (torch threads: {set_threads(args.threads)})")
         for stage in args.force:
             pipeline.force(stage)
-        pipeline.run(stages)
+        pipeline.run(stages, jobs=resolve_jobs(args.jobs))
     finally:
         torch.set_num_threads(threads_before)
     return 0

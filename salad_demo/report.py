@@ -17,6 +17,7 @@ from evaluation.compare import choice_kl_by_benchmark, compare_sides, comparison
 from spans import atomic_write_text, atomic_writer
 
 from .presets import RECIPE_NOTES, STAGE2_STARTS, TRAINABLE, TRAINABLE_NOTES, TRAINABLE_WHY
+from .stages import busy_seconds
 
 REFERENCE = "naive reference"  # an untrained adapter on encoder frames (the eval_reference stage)
 EVAL_STAGES = ((REFERENCE, "eval_reference"), ("salad-init", "eval_init"), ("stage I", "eval_stage1"),
@@ -171,10 +172,20 @@ def _goal_time(stages: list[dict]) -> dict:
 
     # the stage records are the run's clock; a total is only meaningful once every stage before the report ran
     complete = set(STAGES) - {"report"} <= {t["stage"] for t in stages}
-    minutes = sum(t["seconds"] for t in stages if t["stage"] != "report") / 60.0 if complete else None
-    value = "not every stage has run" if minutes is None else f"{minutes:.1f} min (sum of the stage times)"
+    minutes, value = _run_minutes([t for t in stages if t["stage"] != "report"]) if complete else (None, None)
+    value = "not every stage has run" if minutes is None else value
     return {"goal": f"make demo within {DEMO_BUDGET_MINUTES} minutes", "value": value,
             "met": None if minutes is None else minutes <= DEMO_BUDGET_MINUTES}
+
+
+def _run_minutes(stages: list[dict]) -> tuple[float, str]:
+    """(minutes, description): the time some stage was running (stages side by side counted once), or, for
+    records without end times, the sum of the stage times."""
+    total = sum(t["seconds"] for t in stages) / 60.0
+    if not all("finished_at" in t for t in stages):
+        return total, f"{total:.1f} min (sum of the stage times)"
+    wall = busy_seconds(stages) / 60.0
+    return wall, f"{wall:.1f} min of wall clock, stages side by side ({total:.1f} min of stage times)"
 
 
 def training_curves(history: list[dict], step_offset: int = 0) -> dict[str, list[tuple[int, float]]]:
@@ -515,6 +526,8 @@ def _timing_markdown(results: dict) -> list[str]:
     for t in results["stages"]:
         lines.append(f"| {t['stage']} | {t['seconds']:.1f} | {t['peak_rss_gib']:.2f} |")
     lines.append(f"| **total** | {sum(t['seconds'] for t in results['stages']):.1f} | |")
+    if results["stages"] and all("finished_at" in t for t in results["stages"]):
+        lines.append(f"| **wall clock** (side by side counted once) | {busy_seconds(results['stages']):.1f} | |")
     return lines
 
 

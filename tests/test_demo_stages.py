@@ -112,3 +112,77 @@ def test_the_demo_speaks_only_scored_questions_never_the_written_shot_pool(tmp_p
     spoken = [(s.voices, item["id"]) for s, item in evaluator._scored_clips({"parity": items})]
     scored = [item["id"] for item in items[preset.fewshot_pool_size:]]
     assert spoken == [(preset.seen_voice, i) for i in scored] + [(preset.unseen_voice, i) for i in scored]
+
+
+FAKE_STAGE = """
+import json, os, sys, time
+from salad_demo.stages import StageRunner
+root, stage, threads, needs = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+runner = StageRunner(root, log=lambda _: None)
+assert all(runner.done(n) for n in needs.get(stage, [])), f"{stage} started before its needs"
+with open(os.path.join(root, "events.txt"), "a") as log:
+    log.write(f"start {stage} {threads} {os.environ['OMP_NUM_THREADS']}\\n")
+if stage == "broken":
+    print("something went wrong in broken"); sys.exit(3)
+deadline = time.time() + 20  # b and c each wait for the other to start: they overlap, or time out apart
+while stage in ("b", "c") and time.time() < deadline and not all(
+        f"start {s} " in open(os.path.join(root, "events.txt")).read() for s in ("b", "c")):
+    time.sleep(0.05)
+runner.run(stage, lambda: stage)
+with open(os.path.join(root, "events.txt"), "a") as log:
+    log.write(f"end {stage}\\n")
+"""
+
+
+def parallel(tmp_path, needs, jobs=2):
+    import sys
+
+    from salad_demo.stages import ParallelStages
+
+    command = lambda stage, threads: [sys.executable, "-c", FAKE_STAGE, str(tmp_path), stage, str(threads),
+                                      json.dumps(needs)]
+    return ParallelStages(StageRunner(tmp_path, log=lambda _: None), needs, command, jobs=jobs, cores=2,
+                          poll_seconds=0.05)
+
+
+def events(tmp_path):
+    return [line.split() for line in (tmp_path / "events.txt").read_text().splitlines()]
+
+
+def test_parallel_stages_overlap_independent_stages_and_follow_their_needs(tmp_path):
+    needs = {"b": ["a"], "c": ["a"], "d": ["b", "c"]}
+    parallel(tmp_path, needs).run(["a", "b", "c", "d"])
+    log = events(tmp_path)
+    running, most = set(), 0
+    for event in log:
+        running.add(event[1]) if event[0] == "start" else running.discard(event[1])
+        most = max(most, len(running))
+    assert most == 2  # b and c side by side, never more than two
+    threads = {e[1]: int(e[2]) for e in log if e[0] == "start"}
+    assert threads == {"a": 2, "b": 1, "c": 1, "d": 2}  # a stage alone gets both cores
+    assert all(e[2] == e[3] for e in log if e[0] == "start")  # OMP threads follow
+    assert StageRunner(tmp_path).done("d")
+    parallel(tmp_path, needs).run(["a", "b", "c", "d"])  # everything done: no child starts
+    assert len(events(tmp_path)) == len(log)
+
+
+def test_parallel_stages_report_a_failure_with_its_log_and_keep_the_other_stages_work(tmp_path):
+    import pytest
+
+    needs = {"after": ["broken"]}
+    with pytest.raises(RuntimeError, match="(?s)broken failed.*something went wrong in broken"):
+        parallel(tmp_path, needs).run(["broken", "fine", "after"])
+    runner = StageRunner(tmp_path)
+    assert runner.done("fine") and not runner.done("broken") and not runner.done("after")
+    with pytest.raises(ValueError, match="needs \\['x'\\]"):
+        parallel(tmp_path, {"y": ["x"]}).run(["y"])
+
+
+def test_busy_seconds_count_overlapping_stages_once_and_skip_pauses():
+    from salad_demo.stages import busy_seconds
+
+    records = [{"seconds": 10.0, "finished_at": "2026-01-01T00:00:10"},
+               {"seconds": 5.0, "finished_at": "2026-01-01T00:00:08"},   # inside the first
+               {"seconds": 10.0, "finished_at": "2026-01-01T00:00:15"},  # overlaps it by 5 s
+               {"seconds": 2.0, "finished_at": "2026-01-01T01:00:00"}]   # after a pause of an hour
+    assert busy_seconds(records) == 17.0

@@ -359,6 +359,22 @@ def test_hidden_fillers_generate_and_cached_scoring_continue_like_the_transcript
     assert all(math.isclose(a[0], b[0], rel_tol=1e-5, abs_tol=1e-5) for a, b in zip(scores, uncached))
 
 
+def test_hidden_fillers_score_in_a_left_padded_batch_as_one_by_one():
+    from evaluation.scorer import concat_audio_inputs, score_continuations, score_continuations_batch
+
+    model, processor = hidden_filler_model()
+    prompts = [hidden_filler_inputs(processor), hidden_filler_inputs(processor, "a b a b a <|audio|> b")]
+    token_ids = torch.tensor([[5, 3] + [-1] * 10])  # another transcript: 2 pieces, 10 hidden fillers
+    prompts[1][1].update(zip(("audio_encoder_states", "audio_encoder_mask"),
+                             pack_posterior_states(torch.randn(1, 1500, 8), token_ids, torch.tensor([12]))))
+    choices = [[[60, 61, 62], [70]], [[80, 81], [70], [90, 91, 92]]]
+    batch = score_continuations_batch(model, [ids[0].tolist() for ids, _ in prompts], choices,
+                                      concat_audio_inputs([audio for _, audio in prompts]))
+    for (ids, audio), item_choices, got in zip(prompts, choices, batch):
+        for (logprob, greedy), (want, want_greedy) in zip(got, score_continuations(model, ids, item_choices, audio)):
+            assert greedy == want_greedy and math.isclose(logprob, want, rel_tol=1e-5, abs_tol=1e-5)
+
+
 def test_build_salad_starts_the_filler_at_the_embedding_of_posterior_filler_text(tmp_path):
     from modeling_salad import build_salad
 

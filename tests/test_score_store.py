@@ -22,13 +22,13 @@ def make_items(n):
 @pytest.fixture
 def counted_scoring(monkeypatch):
     calls = []
-    original = scorer_module.continuation_logprobs
+    original = scorer_module.score_continuations_batch
 
-    def counting(model, *args, **kwargs):
-        calls.append(type(model).__name__)
-        return original(model, *args, **kwargs)
+    def counting(model, prefixes, *args, **kwargs):  # one call per item scored
+        calls.extend([type(model).__name__] * len(prefixes))
+        return original(model, prefixes, *args, **kwargs)
 
-    monkeypatch.setattr(scorer_module, "continuation_logprobs", counting)
+    monkeypatch.setattr(scorer_module, "score_continuations_batch", counting)
     return calls
 
 

@@ -40,7 +40,7 @@ class BigramModel(torch.nn.Module):
         logits = self.table[input_ids]
         if logits_to_keep:
             logits = logits[:, -logits_to_keep:]
-        return SimpleNamespace(logits=logits, cache=SimpleNamespace(batch_repeat_interleave=lambda n: None))
+        return SimpleNamespace(logits=logits, cache=SimpleNamespace(batch_select_indices=lambda index: None))
 
 
 @pytest.fixture
@@ -102,6 +102,52 @@ def test_shared_prefix_equals_recomputation_speech_and_matches_processor(tiny_sa
     text = join_prompt(shots, format_query(items[0], spoken_placeholder=processor.audio_token))
     reference = processor(text=text, audio=[clip], sampling_rate=16000)["input_ids"][0].tolist()
     assert prefix_ids == reference
+
+
+def test_a_batch_of_text_prompts_of_different_lengths_scores_as_one_by_one(tiny_llm):
+    model, tokenizer = tiny_llm
+    pool, scored = split_fewshot_pool(make_items(10, with_context=True), 3)
+    scorer = MultipleChoiceScorer(model, tokenizer, FewShotSampler(pool, 2))
+    batch = scorer.score_text_batch(scored, [None, "What is it?"] + [None] * (len(scored) - 2))
+    assert len({s.prompt_tokens for s in batch}) > 1  # left padding is exercised
+    for got, item, query in zip(batch, scored, [None, "What is it?"] + [None] * (len(scored) - 2)):
+        want = scorer.score_text(item, query)
+        assert got.logprobs == pytest.approx(want.logprobs, abs=1e-5) and got.prompt_tokens == want.prompt_tokens
+
+
+def test_a_batch_of_spoken_prompts_with_clips_of_different_lengths_scores_as_one_by_one(tiny_salad):
+    model, processor = tiny_salad()
+    items = make_items(6)
+    scorer = MultipleChoiceScorer(model, processor.tokenizer, FewShotSampler(items[4:], 1))
+    cache = EncoderStatesCache()
+    inputs = [speech_inputs(cache, sine(seconds, seed=i), model, processor)
+              for i, seconds in enumerate((0.7, 1.9, 1.2, 3.1))]
+    assert len({i["num_placeholders"] for i in inputs}) > 1
+    batch = scorer.score_speech_batch(items[:4], inputs)
+    for got, item, clip_inputs in zip(batch, items, inputs):
+        assert got.logprobs == pytest.approx(scorer.score_speech(item, clip_inputs).logprobs, abs=1e-5)
+    with pytest.raises(ValueError, match="2 audio inputs"):
+        scorer.score_speech_batch(items[:4], inputs[:2])
+
+
+def test_evaluation_in_batches_equals_one_by_one(tiny_salad):
+    model, processor = tiny_salad()
+    items = [{**item, "audio": {"array": sine(0.5 + 0.3 * i, seed=i), "sampling_rate": 16000}}
+             for i, item in enumerate(make_items(9))]
+
+    def evaluate(batch_size):
+        config = EvalConfig(modes="text,speech", num_fewshot=1, fewshot_pool_size=2, progress=False,
+                            batch_size=batch_size)
+        return evaluate_model(model, processor, model.language_model, processor.tokenizer, {"count": items},
+                              config)["predictions"]["count"]
+
+    one_by_one, batched = evaluate(1), evaluate(4)
+    for a, b in zip(one_by_one, batched):
+        for mode in ("base_text", "text", "speech"):
+            assert a[mode]["prediction"] == b[mode]["prediction"]
+            assert a[mode]["logprobs"] == pytest.approx(b[mode]["logprobs"], abs=1e-5)
+    with pytest.raises(ValueError, match="batch_size"):
+        EvalConfig(batch_size=0)
 
 
 def test_scores_are_deterministic(tiny_llm):
@@ -199,7 +245,8 @@ def test_speech_and_cascade_encode_and_transcribe_every_clip_in_batches(tiny_sal
         EvalConfig(modes="speech,cascade", num_fewshot=1, fewshot_pool_size=2, progress=False), asr=EchoASR())
     scored = result["benchmarks"]["count"]["n"]
     assert encoder_batches == [scored]  # one batch before scoring, none while scoring
-    assert asr_batches[0] == scored and set(asr_batches[1:]) <= {1}  # later calls are memo hits per item
+    # later calls, one per scoring batch, are memo hits
+    assert asr_batches[0] == scored and all(n <= EvalConfig().batch_size for n in asr_batches[1:])
 
 
 def test_eval_config_validates_before_any_scoring():
@@ -217,9 +264,10 @@ def test_eval_config_validates_before_any_scoring():
 def test_text_scores_are_kept_per_llm_weights_when_the_cache_asks(tiny_salad, monkeypatch):
     model, processor = tiny_salad()
     calls = []
-    score_text = MultipleChoiceScorer.score_text
-    monkeypatch.setattr(MultipleChoiceScorer, "score_text",
-                        lambda self, item, **kw: calls.append(item["id"]) or score_text(self, item, **kw))
+    score_text_batch = MultipleChoiceScorer.score_text_batch
+    monkeypatch.setattr(MultipleChoiceScorer, "score_text_batch",
+                        lambda self, items, *args: calls.extend(i["id"] for i in items)
+                        or score_text_batch(self, items, *args))
     config = EvalConfig(modes="text", num_fewshot=1, fewshot_pool_size=2, progress=False)
 
     def evaluate(cache):
