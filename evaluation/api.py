@@ -247,6 +247,10 @@ class _BenchmarkScoring:
         self.base_scorer = scorer(run.base_model, run.base_tokenizer) if run.base_model is not None else None
         self.salad_scorer = (scorer(run.model, processor.tokenizer)
                              if run.model is not None and processor is not None else None)
+        # A text prompt never reaches the adapter, so the SALAD model's text scores are its language model's: scored
+        # (and stored) under the LLM's own identity, they stay valid for every checkpoint that kept the LLM.
+        self.salad_text_scorer = (scorer(getattr(run.model, "language_model", run.model), processor.tokenizer)
+                                  if self.salad_scorer is not None else None)
         self.cache_tag = (name, sampler.num_fewshot, sampler.seed, config.max_length)
         self.records = [{"id": str(item["id"]), "answer": int(item["answer"])} for item in items]
         self.correct: dict[str, list[bool]] = {}
@@ -296,9 +300,9 @@ class _BenchmarkScoring:
     def _salad_text(self, items):
         run = self.evaluation
         if run.cache.text is None:
-            return self.salad_scorer.score_text_batch(items)
+            return self.salad_text_scorer.score_text_batch(items)
         return _memo_batch(run.cache.text, self._keys(items, run.text_identity),
-                           lambda missing: self.salad_scorer.score_text_batch([items[i] for i in missing]))
+                           lambda missing: self.salad_text_scorer.score_text_batch([items[i] for i in missing]))
 
     def _encode_clips(self) -> None:
         """Every clip's encoder states before scoring, in batches (`EncoderStatesCache.precompute_clips`)."""

@@ -1,9 +1,13 @@
 """`salad-demo`: the whole SALAD method end to end on real small pretrained parts, one command.
 
     salad-demo --preset smoke|default|long [--output DIR] [--stages a,b,...] [--force STAGE] [--set FIELD=VALUE]
+               [--jobs auto|N]
 
 Stages (each cached in OUT/stages/<name>.json by `StageRunner`; a second run reuses every finished stage, a killed
-run resumes at the first unfinished one; `--force STAGE` redoes STAGE and everything after it):
+run resumes at the first unfinished one; `--force STAGE` redoes STAGE and everything after it). With `--jobs 2`
+(the default on a CPU machine with 2+ cores) a stage starts in a child process as soon as the stages it reads
+(`STAGE_NEEDS`) are done, two at a time on one thread each (an evaluation beside Stage I training); a stage that
+runs alone gets every core. Each child's output is OUT/logs/<stage>.log.
 
   assets          SmolLM2-135M-Instruct + Whisper tiny.en prepared from installed packages
   salad_init      build_salad with the preset's recipe -> OUT/salad-init (untrained adapter)

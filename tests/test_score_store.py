@@ -86,6 +86,25 @@ def test_speech_scores_are_never_stored(tmp_path, tiny_salad, counted_scoring):
     assert len(counted_scoring) == 6 and len(store) == 0
 
 
+def test_salad_text_scores_are_stored_under_the_llm_so_a_new_checkpoint_of_the_adapter_reads_them(
+        tmp_path, tiny_salad, counted_scoring):
+    model, processor = tiny_salad()
+    store = ScoreStore(tmp_path / "scores.sqlite")
+    config = EvalConfig(modes="text", num_fewshot=1, fewshot_pool_size=2, progress=False)
+    evaluate = lambda: evaluate_model(model, processor, None, None, {"count": make_items(5)}, config,
+                                      cache=EvalCache(store=store))["predictions"]["count"]
+    first = evaluate()
+    assert len(counted_scoring) == 3 and set(counted_scoring) == {type(model.language_model).__name__}
+    counted_scoring.clear()
+    with torch.no_grad():  # the adapter trained; a new process (new cache) evaluates it
+        next(model.multi_modal_projector.parameters()).add_(1.0)
+    assert evaluate() == first and counted_scoring == []
+    with torch.no_grad():  # the LLM trained: scored anew
+        model.language_model.get_input_embeddings().weight.mul_(1.5)
+    evaluate()
+    assert len(counted_scoring) == 3
+
+
 def test_transcripts_are_stored_per_clip_samples_and_asr_weights(tmp_path, monkeypatch):
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
