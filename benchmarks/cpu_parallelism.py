@@ -82,10 +82,14 @@ def child(threads: int, label: str) -> subprocess.Popen:
                             text=True)
 
 
+def result(process: subprocess.Popen) -> dict:
+    return json.loads(process.communicate()[0].strip().splitlines()[-1])  # the asset lines come first
+
+
 def threads_part() -> None:
-    alone = [json.loads(child(t, f"one process, {t} thread(s)").communicate()[0]) for t in (2, 1)]
+    alone = [result(child(t, f"one process, {t} thread(s)")) for t in (2, 1)]
     pair = [child(1, f"two processes at once, process {i}") for i in (1, 2)]
-    together = [json.loads(p.communicate()[0]) for p in pair]
+    together = [result(p) for p in pair]
     for row in alone + together:
         print(json.dumps(row), flush=True)
     both = alone[0]
