@@ -110,8 +110,10 @@ class ParallelStages:
     def run(self, stages: Sequence[str]) -> None:
         """Run `stages` (in priority order: the first ready one starts first); raises when one fails, after the
         stages already running have finished (their work is kept)."""
-        pending = [s for s in stages if not self.runner.done(s)]
         self._check_needs(stages)
+        for stage in (s for s in stages if self.runner.done(s)):
+            self.runner.log(f"[{stage}] done earlier ({self.runner.record(stage)['seconds']:.0f} s) — reusing")
+        pending = [s for s in stages if not self.runner.done(s)]
         running: dict[str, tuple[subprocess.Popen, float]] = {}
         failed: list[str] = []
         while running or (pending and not failed):
