@@ -122,9 +122,11 @@ class ParallelStages:
                                        if all(self.runner.done(n) and n not in running for n in self.needs.get(s, ()))]
             if not ready and not running:
                 raise RuntimeError(f"stages {pending} wait for stages that never finished")
-            for stage in ready[: self.jobs - len(running)]:
+            starting = ready[: self.jobs - len(running)]
+            threads = self.cores // max(1, len(running) + len(starting)) or 1  # the cores split among all running
+            for stage in starting:
                 pending.remove(stage)
-                running[stage] = self._start(stage, self.cores // min(self.jobs, len(running) + len(ready)) or 1)
+                running[stage] = self._start(stage, threads)
             time.sleep(self.poll_seconds)
             failed += self._reap(running)
         if failed:

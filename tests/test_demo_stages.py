@@ -134,14 +134,14 @@ with open(os.path.join(root, "events.txt"), "a") as log:
 """
 
 
-def parallel(tmp_path, needs, jobs=2):
+def parallel(tmp_path, needs, jobs=2, cores=2):
     import sys
 
     from salad_demo.stages import ParallelStages
 
     command = lambda stage, threads: [sys.executable, "-c", FAKE_STAGE, str(tmp_path), stage, str(threads),
                                       json.dumps(needs)]
-    return ParallelStages(StageRunner(tmp_path, log=lambda _: None), needs, command, jobs=jobs, cores=2,
+    return ParallelStages(StageRunner(tmp_path, log=lambda _: None), needs, command, jobs=jobs, cores=cores,
                           poll_seconds=0.05)
 
 
@@ -164,6 +164,11 @@ def test_parallel_stages_overlap_independent_stages_and_follow_their_needs(tmp_p
     assert StageRunner(tmp_path).done("d")
     parallel(tmp_path, needs).run(["a", "b", "c", "d"])  # everything done: no child starts
     assert len(events(tmp_path)) == len(log)
+
+
+def test_stages_started_together_share_the_cores_evenly(tmp_path):
+    parallel(tmp_path, {"b": ["a"], "c": ["a"]}, jobs=3, cores=6).run(["a", "b", "c"])
+    assert {e[1]: int(e[2]) for e in events(tmp_path) if e[0] == "start"} == {"a": 6, "b": 3, "c": 3}
 
 
 def test_parallel_stages_report_a_failure_with_its_log_and_keep_the_other_stages_work(tmp_path):
