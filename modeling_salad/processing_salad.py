@@ -250,6 +250,10 @@ class SaladProcessor(ProcessorMixin):
         full, rest = divmod(num_samples_16k, self.chunk_samples)
         return [self.chunk_samples] * full + ([rest] if rest else [])
 
+    def num_chunks(self, num_samples_16k: int) -> int:
+        """How many encoder chunks a 16 kHz clip of `num_samples_16k` samples is split into."""
+        return len(self._chunk_lengths(num_samples_16k))
+
     def _encoder_frames(self, chunk_samples: int) -> int:
         if self.is_mimi:
             samples = self._mimi_length(chunk_samples)

@@ -14,7 +14,8 @@ runs alone gets every core. Each child's output is OUT/logs/<stage>.log.
   first_look      a fresh process loads salad-init with AutoModel(trust_remote_code) and answers a recorded clip
   eval_sets       packaged MC tasks the base LLM answers above chance, spoken by a seen and an unseen voice
   stage1_data     narrow narrative domain -> span documents synthesized with the training voices + text replay
-  features        frozen-encoder states of every clip, once, into OUT/cache
+  features        frozen-encoder states of every eval clip, once, into OUT/cache (a training run encodes the
+                  clips its own steps hear)
   eval_init       salad-init vs the base LLM: text, speech, cascade; seen and unseen voice
   eval_reference  the naive reference: an untrained adapter on encoder frames (RECIPE_MLP), same eval sets
   stage1          cross-modal distillation (what trains: preset.trainable; WSD; checkpoint-pre-decay kept) + eval_stage1
@@ -56,8 +57,8 @@ STAGES = ("assets", "salad_init", "first_look", "eval_sets", "stage1_data", "fea
 # store; select_uniform reuses select_active's clusters and M(c).
 STAGE_NEEDS = {
     "salad_init": ("assets",), "first_look": ("salad_init",), "eval_sets": ("assets",), "stage1_data": ("assets",),
-    "features": ("salad_init", "eval_sets", "stage1_data"), "eval_init": ("features",),
-    "eval_reference": ("eval_init",), "stage1": ("features",), "eval_stage1": ("stage1", "eval_init"),
+    "features": ("salad_init", "eval_sets"), "eval_init": ("features",),
+    "eval_reference": ("eval_init",), "stage1": ("salad_init", "stage1_data"), "eval_stage1": ("stage1", "eval_init"),
     "select_active": ("stage1",), "select_uniform": ("select_active",), "stage2_active": ("select_active",),
     "stage2_uniform": ("select_uniform",), "eval_stage2_active": ("stage2_active", "eval_init"),
     "eval_stage2_uniform": ("stage2_uniform", "eval_init"),
@@ -292,19 +293,12 @@ class DemoPipeline:
         return self.precompute_features(self.out / "salad-init")
 
     def precompute_features(self, model_path: Path) -> dict:
-        """Encoder states of every training and eval clip for the model at `model_path` (cached by its recipe)."""
-        from spans import EncoderStatesCache
-
+        """Encoder states of every eval clip for the model at `model_path` (cached by its recipe). Training clips
+        are encoded by each training run itself, only those its steps hear (`trainers.clip_states`)."""
         model, processor = self.load_model(model_path)
-        cache_dir = self.encoder_cache_dir
-        start = time.perf_counter()
-        written = EncoderStatesCache.for_model(model, processor, cache_dir).precompute(
-            model, processor, self._span_documents(self.result("stage1_data")["dataset"]))
-        train_seconds = time.perf_counter() - start
         start = time.perf_counter()
         eval_clips = self.evaluator.encode(model, processor, self.eval_benchmarks())
-        return {"cache_dir": str(cache_dir), "training_clips_encoded": written,
-                "training_seconds": round(train_seconds, 1), "eval_clips": eval_clips,
+        return {"cache_dir": str(self.encoder_cache_dir), "eval_clips": eval_clips,
                 "eval_seconds": round(time.perf_counter() - start, 1)}
 
     def _evaluate(self, checkpoint) -> dict:

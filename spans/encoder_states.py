@@ -246,7 +246,7 @@ class EncoderStatesCache:
         identity = encoder_identity(model, processor)
         written, pending = 0, []
         for wave in waves:
-            one_chunk = len(processor.extract_audio_features([wave])["input_features_mask"]) == 1
+            one_chunk = processor.num_chunks(len(wave)) == 1
             if one_chunk and not self.contains(wave, identity):
                 pending.append(wave)
             if len(pending) >= batch_size:

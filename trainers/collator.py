@@ -134,6 +134,17 @@ class SpanDocumentCollator:
             heard[-1] = False
         return heard
 
+    def _heard(self, document: dict, doc_id: str, spans: list[dict]) -> list[bool]:
+        return [False] * len(spans) if document.get("replay") else self._decide_heard(doc_id, spans)
+
+    def heard_audio(self, document: dict) -> list[Any]:
+        """The audio of every span the student hears in `document` at the current epoch: the clips `render` looks
+        up in the encoder cache (precomputed states given in the document are left out)."""
+        spans = document.get("spans") or []
+        heard = self._heard(document, str(document.get("id", "")), spans)
+        return [span["audio"] for span, is_heard in zip(spans, heard)
+                if is_heard and not (isinstance(span["audio"], dict) and "encoder_states" in span["audio"])]
+
     def _clip(self, audio: Any) -> tuple[Any, int]:
         """Returns (clip, number of placeholders)."""
         if isinstance(audio, dict) and "encoder_states" in audio:
@@ -167,7 +178,7 @@ class SpanDocumentCollator:
         for i, span in enumerate(spans):
             if not isinstance(span, dict) or not isinstance(span.get("text"), str):
                 raise ValueError(f"document {doc_id!r} span {i} needs a 'text' string")
-        heard = [False] * len(spans) if document.get("replay") else self._decide_heard(doc_id, spans)
+        heard = self._heard(document, doc_id, spans)
 
         student, teacher = list(self._prefix_ids), list(self._prefix_ids)
         pairs, clips, kept_heard = [], [], []

@@ -207,8 +207,9 @@ class DataArguments:
     streaming: bool = field(default=False, metadata={"help": "Stream the datasets instead of downloading."})
     max_documents: int | None = field(default=None, metadata={"help": "Cap on documents per source (debug)."})
     feature_cache_dir: str | None = field(default=None, metadata={
-        "help": "Precompute frozen-encoder features into this folder (keyed by clip content hash) and train "
-                "on them (skips the encoder at train time)."})
+        "help": "Encoder-state cache folder (keyed by clip content and encoder): before the first step, the "
+                "clips the run's steps will hear are encoded into it in batches, and training reads them (skips "
+                "the encoder at train time)."})
     tiny_documents: int = field(default=0, metadata={
         "help": "Generate this many synthetic span documents in code (sine-tone 'speech'; smoke runs)."})
 

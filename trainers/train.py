@@ -89,10 +89,8 @@ def train(args: DistillationConfig, model_args: ModelArguments, data_args: DataA
     train_dataset = build_training_dataset(data_args, args.text_replay_ratio, seed=args.seed)
     probe = _probe_documents(args, train_dataset)
     collator_cache = None
-    if data_args.feature_cache_dir:
+    if data_args.feature_cache_dir:  # filled by the trainer with the clips its steps hear, before the first one
         collator_cache = EncoderStatesCache.for_model(model, processor, data_args.feature_cache_dir)
-        if not data_args.streaming:
-            collator_cache.precompute(model, processor, train_dataset)
     collator = SpanDocumentCollator(processor, max_length=args.max_length, padding_side=args.padding_side,
                                     speech_policy=args.speech_policy, speech_probability=args.speech_probability,
                                     seed=args.seed, pad_to_multiple_of=args.pad_to_multiple_of,

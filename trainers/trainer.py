@@ -12,6 +12,7 @@ from transformers import Trainer
 from trl import SFTTrainer
 
 from .callbacks import DiagnosticsCallback, EpochToCollatorCallback, PreDecayCheckpointCallback
+from .clip_states import precompute_heard_clips
 from .collator import SpanDocumentCollator
 from .config import DistillationConfig
 from .kd import hidden_at_positions, logits_at_positions, output_head_weight
@@ -138,8 +139,9 @@ class DistillationTrainer(SFTTrainer):
         self.add_callback(EpochToCollatorCallback(data_collator))
         if args.save_pre_decay_checkpoint and args.lr_scheduler_type == "warmup_stable_decay":
             self.add_callback(PreDecayCheckpointCallback(self))
-        if args.diagnostics_steps and probe_documents:
-            self.add_callback(DiagnosticsCallback(self, probe_documents[: args.probe_size]))
+        self.probe_documents = list(probe_documents or [])[: args.probe_size] if args.diagnostics_steps else []
+        if self.probe_documents:
+            self.add_callback(DiagnosticsCallback(self, self.probe_documents))
 
     # ---------------------------------------------------------------------------------------------- setup
     def _setup_trainable_and_teacher(self, model, args, processor, teacher_model):
@@ -401,6 +403,13 @@ class DistillationTrainer(SFTTrainer):
         kwargs = self.args.lr_scheduler_kwargs or {}
         decay = kwargs.get("num_decay_steps", max(1, round(self.args.decay_fraction * num_training_steps)))
         return max(num_training_steps - int(decay), 0)
+
+    def get_train_dataloader(self):
+        """`Trainer.get_train_dataloader`, once the clips its batches make the student hear are in the collator's
+        encoder cache (`clip_states.precompute_heard_clips`: in batches, and only those the steps read)."""
+        loader = super().get_train_dataloader()
+        precompute_heard_clips(self, loader)
+        return loader
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
         """`Trainer.train`; a resume with another `max_steps` than the checkpoint's run is refused."""
