@@ -4,6 +4,12 @@
     python benchmarks/number_forms.py posterior "What is 0 times 8?" "What is 1 times 3?" [--voice flite:slt]
     python benchmarks/number_forms.py digit-bias runs/demo runs/demo/salad-init --delta 1.0
     python benchmarks/number_forms.py transcribe runs/demo/salad-init runs/demo/stage1 --text "What is 8 times 4?"
+    python benchmarks/number_forms.py numeral-bias runs/demo runs/demo/salad-init --value 0.82 --value 1.5
+
+`numeral-bias` sets a posterior checkpoint's one numeral bias (`posterior_numeral_bias`) to each VALUE by hand and
+scores every held-out item by speech on both eval voices: accuracy and the mean text->speech choice KL per task, the
+most that training this one scalar could reach on the held-out items (a ceiling read off the test items, so a
+measurement, never a recipe).
 
 `digit-bias` adds DELTA by hand to a posterior checkpoint's logit bias on Whisper's digit tokens (" 0".." 9",
 "0".."9") and scores the demo's arithmetic items by speech on both eval voices: how far a learned bias would have to
@@ -141,6 +147,43 @@ def run_digit_bias(run: Path, checkpoint: Path, delta: float, task: str) -> None
               f"\tn={len(correct)}\tcorrect ids: {','.join(r['id'] for r in records if r['speech']['correct'])}")
 
 
+def set_numeral_bias(model, value: float) -> None:
+    """Set the posterior front end's numeral bias (the one scalar `posterior_numeral_bias` learns) to `value`."""
+    import torch
+
+    bias = getattr(model.multi_modal_projector, "numeral_bias", None)
+    if bias is None:
+        raise SystemExit("this checkpoint's front end has no numeral bias (posterior_numeral_bias=False)")
+    with torch.no_grad():
+        bias.fill_(value)
+
+
+def kl_and_accuracy(records: list[dict]) -> tuple[float, float]:
+    """(speech accuracy in percent, mean choice KL(base text || speech)) of prediction records."""
+    from evaluation.compare import choice_kl
+
+    kls = [choice_kl(r["base_text"]["logprobs"], r["speech"]["logprobs"]) for r in records]
+    return 100 * sum(r["speech"]["correct"] for r in records) / len(records), sum(kls) / len(kls)
+
+
+def run_numeral_bias(run: Path, checkpoint: Path, values: list[float]) -> None:
+    from salad_demo.pipeline import DemoPipeline
+    from salad_demo.presets import get_preset
+
+    pipeline = DemoPipeline(get_preset(json.loads((run / "preset.json").read_text())["name"]), run)
+    benchmarks = pipeline.eval_benchmarks()
+    model, processor = pipeline.load_model(checkpoint)
+    for value in values:
+        set_numeral_bias(model, value)
+        for voice in (pipeline.preset.seen_voice, pipeline.preset.unseen_voice):
+            result = pipeline.evaluator.evaluate(model, processor, benchmarks, voice, modes=("text", "speech"))
+            every = [r for records in result["predictions"].values() for r in records]
+            parts = [f"{task} acc {acc:.1f} KL {kl:.3f}" for task, records in result["predictions"].items()
+                     for acc, kl in [kl_and_accuracy(records)]]
+            acc, kl = kl_and_accuracy(every)
+            print(f"bias {value:+.2f}\t{voice}\tall: acc {acc:.1f} KL {kl:.3f}\t" + "\t".join(parts), flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -155,6 +198,10 @@ def main(argv=None) -> int:
     digit.add_argument("checkpoint", type=Path, help="posterior checkpoint with a logit bias")
     digit.add_argument("--delta", type=float, default=1.0)
     digit.add_argument("--task", default="arithmetic:1_digit_multiplication")
+    numeral = sub.add_parser("numeral-bias", help="held-out accuracy and choice KL at hand-set numeral biases")
+    numeral.add_argument("run", type=Path, help="demo run folder (its preset, eval sets and caches)")
+    numeral.add_argument("checkpoint", type=Path, help="posterior checkpoint with a numeral bias")
+    numeral.add_argument("--value", type=float, action="append", required=True, help="bias value (repeatable)")
     transcribe = sub.add_parser("transcribe", help="each posterior checkpoint's own greedy transcript")
     transcribe.add_argument("checkpoints", type=Path, nargs="+")
     transcribe.add_argument("--text", action="append", required=True, help="text to speak (repeatable)")
@@ -164,6 +211,8 @@ def main(argv=None) -> int:
         run_split(args.folder, args.task)
     elif args.command == "posterior":
         run_posterior(args.texts, args.voice)
+    elif args.command == "numeral-bias":
+        run_numeral_bias(args.run, args.checkpoint, args.value)
     elif args.command == "transcribe":
         run_transcribe(args.checkpoints, args.text, args.voice or ["flite:slt", "piper"])
     else:

@@ -45,6 +45,7 @@ ADAPTER_KWARGS = (
     "posterior_piece_alignment",
     "posterior_training_temperature",
     "posterior_numeral_bias",
+    "posterior_suppress_tokens",
 )
 
 

@@ -94,6 +94,11 @@ class SaladConfig(PreTrainedConfig):
             and in the slot posterior (zero at the start). It is the front end's preference between a numeral and
             the number word ("3" or "three"): one shared value, so it moves by the objective's net signal over all
             numerals, where a per-token bias also drifts on the many tokens that the data barely shows.
+        whisper_suppress_tokens (`list[int]`, *optional*): The Whisper generation config's `suppress_tokens` (symbol
+            tokens such as "+", "(" and "#" that Whisper's `generate` never writes); `build_salad` reads them.
+        posterior_suppress_tokens (`bool`, defaults to False): Posterior front end: never write the
+            `whisper_suppress_tokens`, in greedy decoding and in the slot posterior, as Whisper's `generate` (the
+            ASR cascade) does. Without it the greedy pass may write "3+6" where `generate` writes "3 plus 6".
     """
 
     model_type = "salad"
@@ -128,6 +133,8 @@ class SaladConfig(PreTrainedConfig):
     posterior_piece_alignment: str = "start"
     posterior_training_temperature: float | None = None
     posterior_numeral_bias: bool = False
+    whisper_suppress_tokens: list[int] | None = None
+    posterior_suppress_tokens: bool = False
 
     def __post_init__(self, **kwargs):
         for name in ("text_config", "audio_config"):
@@ -153,6 +160,8 @@ class SaladConfig(PreTrainedConfig):
             raise ValueError(f"audio_padding must be one of {AUDIO_PADDING_MODES}, got {self.audio_padding!r}.")
         if self.transcript_prompt_ids is not None:
             self.transcript_prompt_ids = [int(i) for i in self.transcript_prompt_ids]
+        if self.whisper_suppress_tokens is not None:
+            self.whisper_suppress_tokens = [int(i) for i in self.whisper_suppress_tokens]
         self.projector_class.configure(self)
         self.stack_factor = int(self.stack_factor)
         if self.stack_factor < 1:

@@ -28,7 +28,7 @@ from transformers.models.whisper.modeling_whisper import WhisperDecoder
 
 from .projectors import SaladProjector, register_projector
 from .transcript_adapter import (bridge_embeddings, greedy_decode_slots, transcript_slots, vocabulary_bridge,
-                                 whisper_transcribe_prompt)
+                                 whisper_suppress_tokens, whisper_transcribe_prompt)
 
 POSTERIOR_PIECE_MODES = ("mean", "first", "spread")
 POSTERIOR_FILLER_MODES = ("end", "start")
@@ -151,6 +151,13 @@ def numeral_token_mask(tokenizer, num_tokens: int) -> torch.Tensor:
     return torch.tensor([float(bool(NUMERAL.fullmatch(text))) for text in texts])
 
 
+def suppress_mask(token_ids, num_tokens: int) -> torch.Tensor:
+    """`[num_tokens]` float: -inf on the content tokens in `token_ids` (ids >= num_tokens are not content), else 0."""
+    mask = torch.zeros(int(num_tokens))
+    mask[[i for i in token_ids if 0 <= int(i) < num_tokens]] = float("-inf")
+    return mask
+
+
 def bridge_matrix(bridge_ids: torch.Tensor, bridge_counts: torch.Tensor, num_tokens: int, llm_vocab: int):
     """Sparse `[llm_vocab, num_tokens]` matrix M with `M @ p` = the LLM-vocabulary mixture of a Whisper posterior p
     (each token's mass split evenly over its pieces): `(M @ p).T @ E` is the full-vocabulary expectation."""
@@ -202,6 +209,10 @@ class SaladPosteriorProjector(SaladProjector):
         self.numeral_bias = nn.Parameter(torch.zeros(())) if config.posterior_numeral_bias else None
         if config.posterior_numeral_bias:
             self.register_buffer("numeral_tokens", torch.zeros(int(audio.eos_token_id)))
+        if config.posterior_suppress_tokens:
+            self.register_buffer("suppress_mask", suppress_mask(config.whisper_suppress_tokens, audio.eos_token_id))
+        else:
+            self.suppress_mask = None
         self.register_buffer("bridge_ids", torch.zeros(audio.vocab_size, config.bridge_max_pieces, dtype=torch.long))
         self.register_buffer("bridge_counts", torch.zeros(audio.vocab_size, dtype=torch.long))
         self.window = int(audio.max_source_positions)
@@ -232,6 +243,9 @@ class SaladPosteriorProjector(SaladProjector):
                                                  or float(config.posterior_temperature) == 0):
             raise ValueError("posterior_training_temperature must be > 0 (or None), and needs posterior_temperature "
                              "> 0: in argmax mode no posterior is computed.")
+        if config.posterior_suppress_tokens and not config.whisper_suppress_tokens:
+            raise ValueError("posterior_suppress_tokens=True needs `whisper_suppress_tokens` (the Whisper generation "
+                             "config's suppress_tokens); build_salad reads them.")
         if config.posterior_pieces not in POSTERIOR_PIECE_MODES:
             raise ValueError(f"posterior_pieces must be one of {POSTERIOR_PIECE_MODES}, "
                              f"got {config.posterior_pieces!r}.")
@@ -327,11 +341,13 @@ class SaladPosteriorProjector(SaladProjector):
         return logits if bias is None else logits + bias
 
     def content_logit_bias(self) -> torch.Tensor | None:
-        """The learned bias `[eos_token_id]` on Whisper's content logits (per-token plus the numeral scalar on
-        the digit-only tokens), or None when the front end learns none."""
+        """The bias `[eos_token_id]` on Whisper's content logits: the learned ones (per-token plus the numeral
+        scalar on the digit-only tokens) and -inf on the suppressed tokens; None when there is none."""
         parts = [] if self.logit_bias is None else [self.logit_bias.float()]
         if self.numeral_bias is not None:
             parts.append(self.numeral_bias.float() * self.numeral_tokens)
+        if self.suppress_mask is not None:
+            parts.append(self.suppress_mask)
         return sum(parts) if parts else None
 
     def _piece_tables(self):
@@ -381,7 +397,8 @@ class SaladPosteriorProjector(SaladProjector):
     # ------------------------------------------------------------ builder
     @classmethod
     def pretrained_config_fields(cls, audio_encoder_path: str, audio_config) -> dict:
-        return {"transcript_prompt_ids": whisper_transcribe_prompt(audio_encoder_path)}
+        return {"transcript_prompt_ids": whisper_transcribe_prompt(audio_encoder_path),
+                "whisper_suppress_tokens": whisper_suppress_tokens(audio_encoder_path)}
 
     def prepare_from_pretrained(self, text_tokenizer, audio_encoder_path: str, text_embeddings=None) -> None:
         """The pretrained Whisper decoder, the vocabulary bridge from the Whisper and LLM tokenizers, and the

@@ -76,13 +76,23 @@ def pack_slot_states(hidden: torch.Tensor, token_ids: torch.Tensor) -> torch.Ten
 
 
 
+def _whisper_generation_config(audio_encoder_path: str) -> GenerationConfig | None:
+    try:
+        return GenerationConfig.from_pretrained(audio_encoder_path)
+    except OSError:
+        return None
+
+
+def whisper_suppress_tokens(audio_encoder_path: str) -> list[int]:
+    """The token ids Whisper's `generate` never writes (its generation config's `suppress_tokens`; [] without one)."""
+    generation = _whisper_generation_config(audio_encoder_path)
+    return [int(i) for i in (getattr(generation, "suppress_tokens", None) or [])]
+
+
 def whisper_transcribe_prompt(audio_encoder_path: str) -> list[int]:
     """Whisper's decoder prompt for English transcription without timestamps: from the model's generation config,
     else (no generation config) the English-only prompt from its tokenizer."""
-    try:
-        generation = GenerationConfig.from_pretrained(audio_encoder_path)
-    except OSError:
-        generation = None
+    generation = _whisper_generation_config(audio_encoder_path)
     if generation is not None and None not in (generation.decoder_start_token_id,
                                                getattr(generation, "no_timestamps_token_id", None)):
         prompt = [generation.decoder_start_token_id]

@@ -61,3 +61,24 @@ def test_own_transcript_reads_the_checkpoints_own_greedy_tokens():
         model.multi_modal_projector.numeral_bias.fill_(1e4)
     after = number_forms.own_transcript(model, processor, wave, 16000, Tokenizer())
     assert set(after.split(",")) == {"7"}
+
+
+def test_set_numeral_bias_fills_the_one_scalar_and_refuses_front_ends_without_it():
+    import torch
+
+    model = SimpleNamespace(multi_modal_projector=SimpleNamespace(numeral_bias=torch.nn.Parameter(torch.zeros(()))))
+    number_forms.set_numeral_bias(model, 1.25)
+    assert model.multi_modal_projector.numeral_bias.item() == 1.25
+    with pytest.raises(SystemExit, match="no numeral bias"):
+        number_forms.set_numeral_bias(SimpleNamespace(multi_modal_projector=SimpleNamespace()), 1.0)
+
+
+def test_kl_and_accuracy_is_the_mean_choice_kl_from_base_text_to_speech():
+    import math
+
+    same = {"base_text": {"logprobs": [-1.0, -2.0]}, "speech": {"logprobs": [-1.0, -2.0], "correct": True}}
+    flipped = {"base_text": {"logprobs": [0.0, -100.0]}, "speech": {"logprobs": [-math.log(2)] * 2,
+                                                                     "correct": False}}
+    accuracy, kl = number_forms.kl_and_accuracy([same, flipped])
+    assert accuracy == 50.0
+    assert kl == pytest.approx(math.log(2) / 2)

@@ -595,3 +595,47 @@ def test_build_salad_marks_whisper_numeral_tokens_for_the_numeral_bias(tmp_path)
     assert marked and all(processor.tokenizer.decode([i]).strip().isdigit() for i in marked)
     assert len(marked) == 10  # the tiny byte-level tokenizer's digits "0".."9"
 
+
+
+def test_suppressed_tokens_are_never_written_by_greedy_decoding_or_the_slot_posterior(tmp_path):
+    plain, processor = tiny_model(posterior_temperature=0.5, posterior_top_k=8)
+    inputs = speech_inputs(processor, (1.5,))
+    with torch.no_grad():
+        states, mask = plain.encode_audio(inputs["input_features"], inputs["input_features_mask"])
+    _, tokens, _ = unpack_posterior_states(states, mask, 1500)
+    written = sorted(set(tokens[tokens >= 0].tolist()))
+    suppressed = written[:1] + [EOS + 3]  # one token the plain front end writes, one special token (ignored)
+    model, _ = tiny_model(posterior_temperature=0.5, posterior_top_k=8, posterior_suppress_tokens=True,
+                          whisper_suppress_tokens=suppressed)
+    with torch.no_grad():
+        states, mask = model.encode_audio(inputs["input_features"], inputs["input_features_mask"])
+        encoder, kept, _ = unpack_posterior_states(states, mask, 1500)
+        assert kept[kept >= 0].numel() and suppressed[0] not in kept[kept >= 0].tolist()
+        weights, candidates = top_k_posterior(model.multi_modal_projector._slot_logits(encoder, kept)[kept >= 0],
+                                              torch.tensor(0.5), 8)
+        assert float(weights[candidates == suppressed[0]].sum()) == 0
+    model.save_pretrained(tmp_path)
+    loaded = SaladForCausalLM.from_pretrained(tmp_path).multi_modal_projector
+    assert torch.isinf(loaded.suppress_mask).nonzero()[:, 0].tolist() == suppressed[:1]
+    with pytest.raises(ValueError, match="needs `whisper_suppress_tokens`"):
+        tiny_model(posterior_suppress_tokens=True)
+
+
+def test_build_salad_reads_whisper_suppress_tokens_from_the_generation_config(tmp_path):
+    from transformers import AutoConfig, GenerationConfig
+
+    from modeling_salad import build_salad
+    from modeling_salad.transcript_adapter import whisper_suppress_tokens
+
+    save_tiny_parts(tmp_path)
+    config = AutoConfig.from_pretrained(tmp_path / "whisper")
+    config.eos_token_id = 60  # content tokens: the first 60 ids
+    config.save_pretrained(tmp_path / "whisper")
+    assert whisper_suppress_tokens(str(tmp_path / "none")) == []  # no generation config: nothing suppressed
+    generation = GenerationConfig.from_pretrained(tmp_path / "whisper")
+    generation.suppress_tokens = [5, 7]
+    generation.save_pretrained(tmp_path / "whisper")
+    model, _ = build_salad(str(tmp_path / "llm"), str(tmp_path / "whisper"), adapter_type="posterior",
+                           stack_factor=25, posterior_suppress_tokens=True)
+    assert model.config.whisper_suppress_tokens == [5, 7]
+    assert torch.isinf(model.multi_modal_projector.suppress_mask).nonzero()[:, 0].tolist() == [5, 7]
