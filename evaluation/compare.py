@@ -165,6 +165,41 @@ def compare_sides(a: tuple[str | Path, str], b: tuple[str | Path, str], labels: 
             "mode_b": mode_b, "num_resamples": num_resamples, "seed": seed}
 
 
+def compare_draws(pairs: Sequence[tuple[str | Path, str | Path]], mode: str = "speech", num_resamples: int = 10_000,
+                  seed: int = 0) -> dict:
+    """B against A over several draws (e.g. Stage II seeds), each draw a pair (run A, run B) scored on the same items.
+
+    Each item's correctness and choice KL are averaged over the draws, and B − A is bootstrapped over items, so the
+    interval covers item sampling with the draws' noise averaged in. Returns {"mode", "draws", "n", "acc_a",
+    "acc_b", "acc_diff", "acc_diff_ci", "kl_a", "kl_b", "kl_diff", "kl_diff_ci", "per_draw": [compare rows]}."""
+    if not pairs:
+        raise ValueError("compare_draws needs at least one (run A, run B) pair")
+    per_draw, sides = [], []
+    keys = None
+    for index, (run_a, run_b) in enumerate(pairs):
+        labels, loaded, draw_keys = _load_labelled([run_a, run_b], [f"A{index}", f"B{index}"])
+        if keys is not None and draw_keys != keys:
+            raise ValueError(f"draw {index} ({run_a}, {run_b}) scored other items than draw 0")
+        keys = draw_keys
+        a, b = (_per_item(loaded[label], keys, mode, label) for label in labels)
+        per_draw.append(_compare_pair(str(run_a), str(run_b), a, b, num_resamples, seed))
+        sides.append((a, b))
+    mean = lambda side, part: np.mean([s[side][part].astype(float) for s in sides], axis=0)
+    pooled = _compare_means((mean(0, 0), mean(0, 1)), (mean(1, 0), mean(1, 1)), num_resamples, seed)
+    return {"mode": mode, "draws": len(pairs), "n": len(keys), **pooled, "per_draw": per_draw}
+
+
+def _compare_means(a, b, num_resamples, seed) -> dict:
+    (acc_a, kl_a), (acc_b, kl_b) = a, b
+    diff, low, high = paired_bootstrap_diff(100.0 * acc_a, 100.0 * acc_b, num_resamples, seed=seed)
+    row = {"acc_a": float(100.0 * acc_a.mean()), "acc_b": float(100.0 * acc_b.mean()), "acc_diff": diff,
+           "acc_diff_ci": [low, high], "kl_a": None, "kl_b": None, "kl_diff": None, "kl_diff_ci": None}
+    if not (np.isnan(kl_a).any() or np.isnan(kl_b).any()):
+        diff, low, high = paired_bootstrap_diff(kl_a, kl_b, num_resamples, seed=seed)
+        row.update(kl_a=float(kl_a.mean()), kl_b=float(kl_b.mean()), kl_diff=diff, kl_diff_ci=[low, high])
+    return row
+
+
 def choice_kl_by_benchmark(run: str | Path, mode: str = "speech") -> dict[str, float | None]:
     """{benchmark: mean choice KL(base text ‖ mode) over its items} of one run (None without base_text scores)."""
     records = load_predictions(run)

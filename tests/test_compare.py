@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluation.compare import (choice_kl, choice_kl_by_benchmark, compare_runs, compare_sides, comparison_markdown,
+from evaluation.compare import (choice_kl, choice_kl_by_benchmark, compare_draws, compare_runs, compare_sides, comparison_markdown,
                                 gap_by_cascade_bucket, load_predictions, mcnemar_exact_p, paired_accuracy,
                                 paired_bootstrap_diff, wer_bucket)
 
@@ -88,6 +88,26 @@ def test_compare_runs_on_the_same_items(tmp_path):
     assert c["kl_diff_ci"][0] <= c["kl_diff"] <= c["kl_diff_ci"][1] <= 0.0
     table = comparison_markdown(result)
     assert "| a → b | 50.0 | 75.0 | +25.0 [" in table and "| 2 / 1 |" in table
+
+
+def test_compare_draws_averages_each_item_over_draws_before_the_paired_bootstrap(tmp_path):
+    # draw 0: B gains q0; draw 1: B loses q1 and is off on q2's choices -> per-item means differ by +.5, -.5, 0, 0
+    a0 = write_run(tmp_path / "a0", [False, True, True, True])
+    b0 = write_run(tmp_path / "b0", [True, True, True, True])
+    a1 = write_run(tmp_path / "a1", [False, True, True, True])
+    b1 = write_run(tmp_path / "b1", [False, False, True, True], {2: [LN(0.9), LN(0.1)]})
+    result = compare_draws([(a0, b0), (a1, b1)], num_resamples=2000, seed=0)
+    assert (result["draws"], result["n"], result["mode"]) == (2, 4, "speech")
+    assert (result["acc_a"], result["acc_b"], result["acc_diff"]) == (75.0, 75.0, 0.0)
+    assert result["acc_diff_ci"][0] < 0.0 < result["acc_diff_ci"][1]
+    assert result["kl_a"] == 0.0 and result["kl_diff"] == pytest.approx(0.5 * LN(25 / 9) / 2 / 4)
+    assert [(d["gained"], d["lost"]) for d in result["per_draw"]] == [(1, 0), (0, 1)]
+    assert result["per_draw"][0] == compare_runs([a0, b0], [str(a0), str(b0)], num_resamples=2000)["comparisons"][0]
+    short = write_run(tmp_path / "short", [True, True, True])
+    with pytest.raises(ValueError, match="draw 1 .* scored other items than draw 0"):
+        compare_draws([(a0, b0), (short, short)])
+    with pytest.raises(ValueError, match="at least one"):
+        compare_draws([])
 
 
 def test_compare_names_item_mismatch(tmp_path):
