@@ -4,6 +4,7 @@
         --modes text,speech,cascade --tts piper --asr-model WHISPER_DIR --num-fewshot 5 --output DIR
     salad-eval plot run1/results.json run2/results.json ... --output DIR [--labels a b ...]
     salad-eval compare RUN_A RUN_B ... [--labels a b ...] [--mode speech] [--output DIR]
+    salad-eval compare --draws A1 B1 A2 B2 ... [--mode speech] [--output DIR]
 
 Writes DIR/results.json (accuracies in percent, unrounded; gap == base_text_acc - speech_acc), DIR/results.md
 (rounded, paper Table 3 layout), DIR/predictions/<benchmark>.jsonl and DIR/accuracy_by_task.png; other files in
@@ -92,19 +93,28 @@ def build_compare_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", default="speech", help="Mode compared (speech, cascade, text; default speech).")
     parser.add_argument("--bootstrap", type=int, default=10_000, help="Paired-bootstrap resamples.")
     parser.add_argument("--seed", type=int, default=0, help="Bootstrap seed.")
+    parser.add_argument("--draws", action="store_true",
+                        help="Runs are pairs A1 B1 A2 B2 ... of several draws (e.g. Stage II seeds): B against A "
+                             "per draw and with each item averaged over the draws.")
     parser.add_argument("--output", help="Folder for compare.json and compare.md (default: print only).")
     return parser
 
 
 def run_compare(argv) -> int:
-    from .compare import compare_runs, comparison_markdown
+    from .compare import compare_draws, compare_runs, comparison_markdown, draws_markdown
 
     args = build_compare_parser().parse_args(argv)
     try:
-        result = compare_runs(args.runs, args.labels, args.mode, args.bootstrap, args.seed)
+        if args.draws:
+            if len(args.runs) % 2:
+                raise ValueError(f"--draws takes pairs A1 B1 A2 B2 ..., got {len(args.runs)} runs")
+            pairs = list(zip(args.runs[::2], args.runs[1::2]))
+            result = compare_draws(pairs, args.mode, args.bootstrap, args.seed)
+        else:
+            result = compare_runs(args.runs, args.labels, args.mode, args.bootstrap, args.seed)
     except ValueError as error:
         raise SystemExit(f"salad-eval compare: {error}") from None
-    markdown = comparison_markdown(result)
+    markdown = draws_markdown(result) if args.draws else comparison_markdown(result)
     if args.output:
         from spans import atomic_write_json
 

@@ -200,6 +200,22 @@ def _compare_means(a, b, num_resamples, seed) -> dict:
     return row
 
 
+def draws_markdown(result: dict) -> str:
+    """Markdown of `compare_draws` output: one row per draw, then the items averaged over the draws."""
+    def line(label, row, counts):
+        kl = "–" if row["kl_diff"] is None else f"{row['kl_diff']:+.4f} [{row['kl_diff_ci'][0]:+.4f}, " \
+                                                f"{row['kl_diff_ci'][1]:+.4f}]"
+        low, high = row["acc_diff_ci"]
+        return (f"| {label} | {row['acc_a']:.1f} | {row['acc_b']:.1f} | {row['acc_diff']:+.1f} [{low:+.1f}, "
+                f"{high:+.1f}] | {counts} | {kl} |")
+    lines = [f"{result['mode']}, n = {result['n']} items, {result['draws']} draws", "",
+             "| draw | A | B | B − A [95 % CI] | gained / lost | KL B − A [95 % CI] |", "|---|---|---|---|---|---|"]
+    lines += [line(f"{i}: {Path(d['a']).name} → {Path(d['b']).name}", d, f"{d['gained']} / {d['lost']}")
+              for i, d in enumerate(result["per_draw"])]
+    lines.append(line("**mean over draws**", result, "–"))
+    return "\n".join(lines)
+
+
 def choice_kl_by_benchmark(run: str | Path, mode: str = "speech") -> dict[str, float | None]:
     """{benchmark: mean choice KL(base text ‖ mode) over its items} of one run (None without base_text scores)."""
     records = load_predictions(run)

@@ -196,3 +196,11 @@ def test_cli_compare_subprocess(tmp_path):
     bad = subprocess.run([*command, "compare", str(a), str(tmp_path / "missing")], capture_output=True, text=True,
                          env=env, timeout=600)
     assert bad.returncode != 0 and "no predictions" in bad.stderr
+    draws = subprocess.run([*command, "compare", "--draws", str(a), str(b), str(a), str(a), "--bootstrap", "200"],
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert draws.returncode == 0, draws.stderr
+    assert "| 0: a → b | 50.0 | 100.0 | +50.0" in draws.stdout and "| **mean over draws** | 50.0 | 75.0 | +25.0" \
+        in draws.stdout
+    odd = subprocess.run([*command, "compare", "--draws", str(a), str(b), str(a)], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert odd.returncode != 0 and "takes pairs" in odd.stderr
