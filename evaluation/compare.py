@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -210,8 +211,11 @@ def draws_markdown(result: dict) -> str:
                 f"{high:+.1f}] | {counts} | {kl} |")
     lines = [f"{result['mode']}, n = {result['n']} items, {result['draws']} draws", "",
              "| draw | A | B | B − A [95 % CI] | gained / lost | KL B − A [95 % CI] |", "|---|---|---|---|---|---|"]
-    lines += [line(f"{i}: {Path(d['a']).name} → {Path(d['b']).name}", d, f"{d['gained']} / {d['lost']}")
-              for i, d in enumerate(result["per_draw"])]
+    paths = [Path(d[side]).resolve() for d in result["per_draw"] for side in ("a", "b")]
+    common = Path(os.path.commonpath(paths))
+    short = lambda path: path.name if path == common else path.relative_to(common).as_posix()
+    lines += [line(f"{i}: {short(Path(d['a']).resolve())} → {short(Path(d['b']).resolve())}", d,
+                   f"{d['gained']} / {d['lost']}") for i, d in enumerate(result["per_draw"])]
     lines.append(line("**mean over draws**", result, "–"))
     return "\n".join(lines)
 
