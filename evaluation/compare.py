@@ -193,12 +193,16 @@ def compare_draws(pairs: Sequence[tuple[str | Path, str | Path]], mode: str = "s
 def _compare_means(a, b, num_resamples, seed) -> dict:
     (acc_a, kl_a), (acc_b, kl_b) = a, b
     diff, low, high = paired_bootstrap_diff(100.0 * acc_a, 100.0 * acc_b, num_resamples, seed=seed)
-    row = {"acc_a": float(100.0 * acc_a.mean()), "acc_b": float(100.0 * acc_b.mean()), "acc_diff": diff,
-           "acc_diff_ci": [low, high], "kl_a": None, "kl_b": None, "kl_diff": None, "kl_diff_ci": None}
-    if not (np.isnan(kl_a).any() or np.isnan(kl_b).any()):
-        diff, low, high = paired_bootstrap_diff(kl_a, kl_b, num_resamples, seed=seed)
-        row.update(kl_a=float(kl_a.mean()), kl_b=float(kl_b.mean()), kl_diff=diff, kl_diff_ci=[low, high])
-    return row
+    return {"acc_a": float(100.0 * acc_a.mean()), "acc_b": float(100.0 * acc_b.mean()), "acc_diff": diff,
+            "acc_diff_ci": [low, high], **_kl_fields(kl_a, kl_b, num_resamples, seed)}
+
+
+def _kl_fields(kl_a: np.ndarray, kl_b: np.ndarray, num_resamples: int, seed: int) -> dict:
+    """The KL fields of a comparison row: each side's mean and B − A with its interval (None without base text)."""
+    if np.isnan(kl_a).any() or np.isnan(kl_b).any():
+        return {"kl_a": None, "kl_b": None, "kl_diff": None, "kl_diff_ci": None}
+    diff, low, high = paired_bootstrap_diff(kl_a, kl_b, num_resamples, seed=seed)
+    return {"kl_a": float(kl_a.mean()), "kl_b": float(kl_b.mean()), "kl_diff": diff, "kl_diff_ci": [low, high]}
 
 
 def draws_markdown(result: dict) -> str:
@@ -243,12 +247,8 @@ def _mean_or_none(values: np.ndarray) -> float | None:
 
 
 def _compare_pair(a_label, b_label, a, b, num_resamples, seed) -> dict:
-    row = {"a": a_label, "b": b_label, **paired_accuracy(a[0], b[0], num_resamples, seed)}
-    row.update(kl_a=None, kl_b=None, kl_diff=None, kl_diff_ci=None)
-    if not (np.isnan(a[1]).any() or np.isnan(b[1]).any()):
-        diff, low, high = paired_bootstrap_diff(a[1], b[1], num_resamples, seed=seed)
-        row.update(kl_a=float(a[1].mean()), kl_b=float(b[1].mean()), kl_diff=diff, kl_diff_ci=[low, high])
-    return row
+    return {"a": a_label, "b": b_label, **paired_accuracy(a[0], b[0], num_resamples, seed),
+            **_kl_fields(a[1], b[1], num_resamples, seed)}
 
 
 def comparison_markdown(result: dict) -> str:
