@@ -129,15 +129,21 @@ def add_digit_bias(model, tokenizer, delta: float) -> int:
     return len(ids)
 
 
-def run_digit_bias(run: Path, checkpoint: Path, delta: float, task: str) -> None:
-    from transformers import WhisperTokenizer
-
+def demo_run_and_model(run: Path, checkpoint: Path):
+    """(the demo pipeline of run folder `run`, with its eval sets and caches; the checkpoint's model; its processor)."""
     from salad_demo.pipeline import DemoPipeline
     from salad_demo.presets import get_preset
 
     pipeline = DemoPipeline(get_preset(json.loads((run / "preset.json").read_text())["name"]), run)
-    benchmarks = {name: items for name, items in pipeline.eval_benchmarks().items() if name == task}
     model, processor = pipeline.load_model(checkpoint)
+    return pipeline, model, processor
+
+
+def run_digit_bias(run: Path, checkpoint: Path, delta: float, task: str) -> None:
+    from transformers import WhisperTokenizer
+
+    pipeline, model, processor = demo_run_and_model(run, checkpoint)
+    benchmarks = {name: items for name, items in pipeline.eval_benchmarks().items() if name == task}
     moved = add_digit_bias(model, WhisperTokenizer.from_pretrained(pipeline.assets["whisper"]), delta)
     for voice in (pipeline.preset.seen_voice, pipeline.preset.unseen_voice):
         result = pipeline.evaluator.evaluate(model, processor, benchmarks, voice, modes=("speech",))
@@ -167,12 +173,8 @@ def kl_and_accuracy(records: list[dict]) -> tuple[float, float]:
 
 
 def run_numeral_bias(run: Path, checkpoint: Path, values: list[float]) -> None:
-    from salad_demo.pipeline import DemoPipeline
-    from salad_demo.presets import get_preset
-
-    pipeline = DemoPipeline(get_preset(json.loads((run / "preset.json").read_text())["name"]), run)
+    pipeline, model, processor = demo_run_and_model(run, checkpoint)
     benchmarks = pipeline.eval_benchmarks()
-    model, processor = pipeline.load_model(checkpoint)
     for value in values:
         set_numeral_bias(model, value)
         for voice in (pipeline.preset.seen_voice, pipeline.preset.unseen_voice):
